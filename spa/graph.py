@@ -1,0 +1,88 @@
+"""The channel dependency graph: a networkx MultiGraph of spaces (tensor, axis).
+
+Nodes carry `size`, `param` (the tensor is a constant), `role` (see rules.base.ROLES)
+and `blockers` (reasons this space cannot be pruned). Each edge is one rule link with
+index arrays `ia`/`ib`: element ia[k] of one end goes with ib[k] of the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import onnx_graphsurgeon as gs
+
+from .load import Model
+from .rules import rule_for
+from .rules.base import Ctx, Flow
+
+
+@dataclass
+class ChannelGraph:
+    model: Model
+    ctx: Ctx
+    g: nx.MultiGraph
+    flows: list  # (gs node, rule or None, Flow) in graph order
+
+
+def build(model: Model) -> ChannelGraph:
+    """Run every node's rule and collect links, roles and blockers."""
+    ctx = Ctx(model)
+    g = nx.MultiGraph()
+    flows = []
+    for node in model.graph.nodes:
+        rule = rule_for(node)
+        flow = Flow(node, ctx)
+        if rule is not None:
+            rule.couple(node, flow)
+        flows.append((node, rule, flow))
+        for sa, sb, ia, ib in flow.links:
+            for s in (sa, sb):
+                _add_space(g, ctx, s)
+            g.add_edge(sa, sb, ia=ia, ib=ib, node=node.name)
+        for s, role in flow.roles.items():
+            if s in g and g.nodes[s]["param"]:
+                g.nodes[s]["role"] = role
+    for node, rule, flow in flows:
+        _block_untouched(g, ctx, node, rule, flow)
+    for t, where in [(t, "graph input") for t in model.graph.inputs] + \
+                    [(t, "graph output") for t in model.graph.outputs]:
+        for axis in range(ctx.rank(t) or 0):
+            if (t.name, axis) in g:
+                g.nodes[(t.name, axis)]["blockers"].append(f"'{t.name}' is a {where}")
+    return ChannelGraph(model, ctx, g, flows)
+
+
+def _add_space(g, ctx, s):
+    if s in g:
+        return
+    name, axis = s
+    t = ctx.tensors[name]
+    g.add_node(s, size=ctx.dim(t, axis), param=ctx.const(t) is not None, role=None, blockers=[])
+
+
+def _block_untouched(g, ctx, node, rule, flow):
+    """Every existing space of a node's tensors that its rule does not handle is blocked."""
+    for t in _touched(node):
+        for axis in range(ctx.rank(t) or 0):
+            s = (t.name, axis)
+            if s not in g or s in flow.handled:
+                continue
+            if rule is None:
+                why = f"no rule for op {node.op} (node '{node.name}')"
+            else:
+                why = flow.reasons.get(s) or f"{node.op} '{node.name}' does not pass axis {axis} of '{t.name}'"
+            g.nodes[s]["blockers"].append(why)
+
+
+def _touched(node):
+    """Inputs, outputs and any outer tensor a subgraph of the node reads."""
+    seen = {t.name: t for t in list(node.inputs) + list(node.outputs) if t.name}
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            inner = {t.name for n in value.nodes for t in n.outputs} | {t.name for t in value.inputs}
+            for n in value.nodes:
+                for t in _touched(n):
+                    if t.name not in inner and t.name not in seen:
+                        seen[t.name] = t
+    return list(seen.values())

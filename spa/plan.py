@@ -1,0 +1,113 @@
+"""Decide which channels of which groups go.
+
+Local: every prunable group loses `ratio` of its channels. Global: channels are
+ranked across groups by score normalised by the group mean, and removed lowest
+first until `ratio` of all channels, or `target_macs` of the MACs, are gone.
+Channel counts stay multiples of `round_to`; no group is ever emptied.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+
+from .macs import node_macs
+
+
+def keep_count(n, ratio, round_to):
+    """Channels to keep of n when removing `ratio`, rounded up to a multiple of round_to."""
+    if n <= round_to:
+        return n
+    kept = math.ceil(n * (1 - ratio) / round_to - 1e-9) * round_to
+    return min(n, max(kept, round_to))
+
+
+def chunks(order, n, round_to):
+    """Removal steps for one group: lowest channels first, each step ending on a multiple."""
+    floor = round_to if n > round_to else n
+    steps, removed = [], 0
+    first = n % round_to or round_to
+    size = first
+    while n - removed - size >= floor:
+        steps.append(order[removed:removed + size])
+        removed += size
+        size = round_to
+    return steps
+
+
+def local_plan(groups, scores, ratio, round_to) -> dict:
+    plan = {}
+    for gr in groups:
+        if gr.id not in scores:
+            continue
+        order = np.argsort(scores[gr.id], kind="stable")
+        drop = gr.channels - keep_count(gr.channels, ratio, round_to)
+        if drop > 0:
+            plan[gr.id] = np.sort(order[:drop])
+    return plan
+
+
+class MacsModel:
+    """Running MACs estimate as channels are removed."""
+
+    def __init__(self, cg, groups):
+        self.size = {s: cg.g.nodes[s]["size"] for s in cg.g.nodes}
+        self.kept = dict(self.size)
+        self.ops = []
+        self.by_space: dict = {}
+        for node, _, _ in cg.flows:
+            macs, factors = node_macs(node, cg.ctx)
+            if macs:
+                factors = [s for s in factors if s in self.size]
+                for s in factors:
+                    self.by_space.setdefault(s, []).append(len(self.ops))
+                self.ops.append((macs, factors))
+        self.base = sum(m for m, _ in self.ops)
+        self.total = self.base
+        self.counts = {gr.id: {s: np.bincount(ch, minlength=gr.channels) for s, (_, ch) in gr.spaces.items()}
+                       for gr in groups}
+
+    def _op(self, i):
+        macs, factors = self.ops[i]
+        return macs * math.prod(self.kept[s] / self.size[s] for s in factors)
+
+    def remove(self, gid, chans):
+        touched = {i for s in self.counts[gid] for i in self.by_space.get(s, ())}
+        before = sum(self._op(i) for i in touched)
+        for s, c in self.counts[gid].items():
+            self.kept[s] -= int(c[chans].sum())
+        self.total += sum(self._op(i) for i in touched) - before
+
+    def reduction(self):
+        return 1 - self.total / self.base if self.base else 0.0
+
+
+def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None) -> dict:
+    """Remove the lowest normalised chunks across groups until the goal is met."""
+    by_id = {gr.id: gr for gr in groups}
+    heap, steps = [], {}
+    for gid, sc in scores.items():
+        norm = sc / (sc.mean() or 1.0)
+        order = np.argsort(norm, kind="stable")
+        steps[gid] = chunks(order, len(sc), round_to)
+        if steps[gid]:
+            heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
+    total = sum(len(sc) for sc in scores.values())
+    macs = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
+    removed, plan = 0, {}
+    while heap:
+        if ratio is not None and removed >= ratio * total:
+            break
+        if macs is not None and macs.reduction() >= target_macs:
+            break
+        _, gid, k, norm = heapq.heappop(heap)
+        step = steps[gid][k]
+        plan.setdefault(gid, []).extend(step.tolist())
+        removed += len(step)
+        if macs is not None:
+            macs.remove(gid, step)
+        if k + 1 < len(steps[gid]):
+            heapq.heappush(heap, (float(norm[steps[gid][k + 1]].mean()), gid, k + 1, norm))
+    return {gid: np.sort(np.asarray(ch)) for gid, ch in plan.items()}

@@ -1,0 +1,81 @@
+"""Apply a plan: slice parameters, let rules fix attributes and shape constants,
+drop stale shapes, and export a new ModelProto."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .graph import ChannelGraph
+
+
+def removed_elements(groups, plan) -> dict:
+    """{space: element indices removed} from {group id: channel indices}."""
+    by_id = {gr.id: gr for gr in groups}
+    out: dict = {}
+    for gid, chans in plan.items():
+        for s, (pos, chan) in by_id[gid].spaces.items():
+            gone = pos[np.isin(chan, chans)]
+            if len(gone):
+                out[s] = np.union1d(out.get(s, np.zeros(0, np.int64)), gone)
+    return out
+
+
+def keep_map(cg: ChannelGraph, removed: dict) -> dict:
+    return {s: np.setdiff1d(np.arange(cg.g.nodes[s]["size"]), gone) for s, gone in removed.items()}
+
+
+def apply(cg: ChannelGraph, keep: dict) -> onnx.ModelProto:
+    """Rewrite the model's graph in place and export it."""
+    ctx, graph = cg.ctx, cg.model.graph
+    for node, rule, _ in cg.flows:
+        if rule is not None:
+            rule.shrink(node, ctx, keep)
+    axes: dict = {}
+    for (name, axis), idx in keep.items():
+        if cg.g.nodes[(name, axis)]["param"]:
+            axes.setdefault(name, []).append((axis, idx))
+    for name, cuts in axes.items():
+        value = ctx.const(ctx.tensors[name])
+        for axis, idx in cuts:
+            value = np.take(value, idx, axis=axis)
+        write_const(ctx, ctx.tensors[name], value)
+    return export(cg.model, graph)
+
+
+def write_const(ctx, t, value):
+    """Store a new value for a parameter wherever it comes from."""
+    if isinstance(t, gs.Constant):
+        t.values = value
+        return
+    node = t.inputs[0]
+    if node.op == "ConstantOfShape":
+        fill = node.attrs.get("value")
+        first = fill.values.reshape(-1)[0] if fill is not None else 0
+        if np.all(value == first):
+            ctx.set_input(node, 0, np.asarray(value.shape, dtype=np.int64))
+            return
+        node.op, node.inputs = "Constant", []
+    node.attrs.clear()
+    node.attrs["value"] = gs.Constant(f"{t.name}_value", np.ascontiguousarray(value))
+
+
+def export(model, graph) -> onnx.ModelProto:
+    """Export with intermediate shapes dropped and re-inferred; keep model metadata."""
+    io = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    for name, t in graph.tensors().items():
+        if isinstance(t, gs.Variable) and name not in io:
+            t.shape = None
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    del out.graph.value_info[:]
+    src = model.proto
+    out.ir_version = src.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(src.opset_import)
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(out, field, getattr(src, field))
+    del out.metadata_props[:]
+    out.metadata_props.extend(src.metadata_props)
+    return onnx.shape_inference.infer_shapes(out)

@@ -1,0 +1,179 @@
+"""The rule contract: how channels flow through one op, and how to shrink it.
+
+A *space* is one axis of one tensor, written (tensor name, axis). A rule's `couple`
+links elements of spaces together (element i of space A must go with element j of
+space B) and marks which spaces it *handles*. Any axis of a node's tensor that the
+rule does not handle blocks every channel group that reaches it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..load import Model, const_value
+
+# Roles of parameter spaces: "in" is contracted away (a consumer's input slice),
+# "out" produces the channel, "elem" acts per channel, "stat" is a running statistic.
+ROLES = ("in", "out", "elem", "stat")
+
+
+class Ctx:
+    """Read access to a model's shapes and constants, shared by all rules."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.opset = model.opset
+        self.tensors = model.graph.tensors()
+        self._consts: dict = {}
+        self._fresh = 0
+
+    def shape(self, t) -> tuple | None:
+        if isinstance(t, gs.Constant):
+            return tuple(t.shape)
+        return self.model.shapes.get(t.name)
+
+    def rank(self, t) -> int | None:
+        s = self.shape(t)
+        return None if s is None else len(s)
+
+    def dim(self, t, axis) -> int | None:
+        s = self.shape(t)
+        if s is None or not -len(s) <= axis < len(s):
+            return None
+        return s[axis]
+
+    def const(self, t) -> np.ndarray | None:
+        if t is None or not t.name:
+            return None
+        if t.name not in self._consts:
+            self._consts[t.name] = const_value(t)
+        return self._consts[t.name]
+
+    def ints(self, t) -> list | None:
+        """A constant integer input as a list, or None."""
+        v = self.const(t)
+        return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
+
+    def set_input(self, node, index, value):
+        """Give `node` a fresh constant for input `index` (appended if past the end),
+        leaving other users of the old tensor alone."""
+        self._fresh += 1
+        old = node.inputs[index].name if index < len(node.inputs) else ""
+        const = gs.Constant(f"{old or node.name or node.op}__spa{self._fresh}", np.asarray(value))
+        if index < len(node.inputs):
+            node.inputs[index] = const
+        else:
+            node.inputs.append(const)
+
+
+class Flow:
+    """What one node says about its channels: links, handled spaces, param roles."""
+
+    def __init__(self, node, ctx: Ctx):
+        self.node = node
+        self.ctx = ctx
+        self.links: list = []
+        self.handled: set = set()
+        self.roles: dict = {}
+        self.reasons: dict = {}
+
+    def space(self, t, axis):
+        """(name, axis) with the axis made non-negative, or None when the size is unknown."""
+        if t is None or not t.name:
+            return None
+        rank = self.ctx.rank(t)
+        if rank is None or not -rank <= axis < rank:
+            return None
+        axis %= rank
+        size = self.ctx.dim(t, axis)
+        if not isinstance(size, int) or size < 1:
+            return None
+        return (t.name, axis)
+
+    def size(self, t, axis) -> int | None:
+        return self.ctx.dim(t, axis) if self.space(t, axis) else None
+
+    def pairs(self, a, a_axis, b, b_axis, ia, ib) -> bool:
+        """Link element ia[k] of (a, a_axis) with ib[k] of (b, b_axis)."""
+        sa, sb = self.space(a, a_axis), self.space(b, b_axis)
+        if sa is None or sb is None:
+            return False
+        self.links.append((sa, sb, np.asarray(ia, np.int64), np.asarray(ib, np.int64)))
+        self.handled.update((sa, sb))
+        return True
+
+    def identity(self, a, a_axis, b, b_axis) -> bool:
+        n, m = self.size(a, a_axis), self.size(b, b_axis)
+        if n is None or n != m:
+            return False
+        idx = np.arange(n)
+        return self.pairs(a, a_axis, b, b_axis, idx, idx)
+
+    def offset(self, a, a_axis, b, b_axis, start) -> bool:
+        """a[i] goes with b[start + i]."""
+        n, m = self.size(a, a_axis), self.size(b, b_axis)
+        if n is None or m is None or start + n > m:
+            return False
+        idx = np.arange(n)
+        return self.pairs(a, a_axis, b, b_axis, idx, idx + start)
+
+    def block(self, a, a_axis, b, b_axis, size) -> bool:
+        """a[i] goes with the block b[i*size:(i+1)*size]."""
+        n, m = self.size(a, a_axis), self.size(b, b_axis)
+        if n is None or m != n * size:
+            return False
+        return self.pairs(a, a_axis, b, b_axis, np.repeat(np.arange(n), size), np.arange(m))
+
+    def param(self, t, axis, role):
+        s = self.space(t, axis)
+        if s is not None:
+            self.roles[s] = role
+
+    def handle(self, t, axis):
+        s = self.space(t, axis)
+        if s is not None:
+            self.handled.add(s)
+
+    def refuse(self, t, axis, reason):
+        """Leave an axis unhandled, with the reason analyze will show."""
+        s = self.space(t, axis)
+        if s is not None:
+            self.reasons[s] = reason
+
+
+class Rule:
+    """Base class: one subclass per op family, registered for its op types."""
+
+    ops: tuple = ()
+
+    def couple(self, node, flow: Flow) -> None:
+        raise NotImplementedError
+
+    def shrink(self, node, ctx: Ctx, keep: dict) -> None:
+        """Update attributes and shape constants; `keep` maps space -> kept indices."""
+
+
+def normalize_axis(axis, rank):
+    return axis % rank if rank else axis
+
+
+def broadcast(flow: Flow, inputs, out):
+    """Numpy-style broadcasting: each input axis equal to the output axis is linked."""
+    ctx = flow.ctx
+    out_rank = ctx.rank(out)
+    if out_rank is None:
+        return
+    for t in inputs:
+        if t is None or not t.name:
+            continue
+        rank = ctx.rank(t)
+        if rank is None:
+            continue
+        for k in range(rank):
+            j = out_rank - rank + k
+            d, o = ctx.dim(t, k), ctx.dim(out, j)
+            if d == 1 and o != 1:
+                flow.handle(t, k)
+            elif isinstance(d, int) and d == o:
+                flow.identity(t, k, out, j)

@@ -1,0 +1,68 @@
+"""Gemm and MatMul. A constant weight contracts the input's channels ("in") and
+produces the output's ("out"). A product of two activations keeps its batch, row
+and column axes but refuses the contracted axis."""
+
+from .base import Rule, broadcast
+from .registry import register
+
+TWO_ACTIVATIONS = "{op} of two activations contracts axis {axis}"
+
+
+@register
+class Gemm(Rule):
+    ops = ("Gemm",)
+
+    def couple(self, node, flow):
+        a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        ta, tb = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+        a_m, a_k = (1, 0) if ta else (0, 1)
+        b_k, b_n = (1, 0) if tb else (0, 1)
+        flow.identity(a, a_m, y, 0)
+        flow.identity(b, b_n, y, 1)
+        if flow.ctx.const(b) is not None:
+            flow.identity(a, a_k, b, b_k)
+            flow.param(b, b_k, "in")
+            flow.param(b, b_n, "out")
+        elif flow.ctx.const(a) is not None:
+            flow.identity(a, a_k, b, b_k)
+            flow.param(a, a_k, "in")
+            flow.param(a, a_m, "out")
+        else:
+            flow.refuse(a, a_k, TWO_ACTIVATIONS.format(op="Gemm", axis=a_k))
+        if len(node.inputs) > 2 and node.inputs[2].name:
+            c = node.inputs[2]
+            broadcast(flow, [c], y)
+            for axis in range(flow.ctx.rank(c) or 0):
+                flow.param(c, axis, "out")
+
+
+@register
+class MatMul(Rule):
+    ops = ("MatMul",)
+
+    def couple(self, node, flow):
+        a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        ctx = flow.ctx
+        ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
+        if ra is None or rb is None or ry is None or ra < 2 or rb < 2:
+            return
+        # batch axes broadcast like elementwise ops
+        for t, r in ((a, ra), (b, rb)):
+            for k in range(r - 2):
+                j = ry - r + k
+                if ctx.dim(t, k) == ctx.dim(y, j):
+                    flow.identity(t, k, y, j)
+                elif ctx.dim(t, k) == 1:
+                    flow.handle(t, k)
+        flow.identity(a, ra - 2, y, ry - 2)
+        flow.identity(b, rb - 1, y, ry - 1)
+        if ctx.const(b) is not None and rb == 2:
+            flow.identity(a, ra - 1, b, 0)
+            flow.param(b, 0, "in")
+            flow.param(b, 1, "out")
+        elif ctx.const(a) is not None and ra == 2:
+            flow.identity(a, 1, b, rb - 2)
+            flow.param(a, 1, "in")
+            flow.param(a, 0, "out")
+        else:
+            flow.refuse(a, ra - 1, TWO_ACTIVATIONS.format(op="MatMul", axis=ra - 1))

@@ -1,0 +1,83 @@
+"""Normalisation ops. Per-channel statistics follow their channel; ops that mix
+channels (GroupNorm within a group, LayerNorm over its axes) couple or refuse them."""
+
+import numpy as np
+
+from .base import Rule
+from .registry import register
+
+
+@register
+class BatchNormalization(Rule):
+    ops = ("BatchNormalization",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        for axis in range(flow.ctx.rank(x) or 0):
+            flow.identity(x, axis, y, axis)
+        for i, role in ((1, "elem"), (2, "elem"), (3, "stat"), (4, "stat")):
+            if i < len(node.inputs):
+                flow.identity(node.inputs[i], 0, y, 1)
+                flow.param(node.inputs[i], 0, role)
+
+
+@register
+class InstanceNormalization(Rule):
+    ops = ("InstanceNormalization",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        flow.identity(x, 0, y, 0)
+        flow.identity(x, 1, y, 1)
+        for t in node.inputs[1:3]:
+            flow.identity(t, 0, y, 1)
+            flow.param(t, 0, "elem")
+
+
+@register
+class GroupNormalization(Rule):
+    """Channels of one norm group share statistics, so a whole group goes at once."""
+
+    ops = ("GroupNormalization",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        groups = int(node.attrs["num_groups"])
+        c = flow.size(y, 1)
+        flow.identity(x, 0, y, 0)
+        if not c or c % groups:
+            return
+        per = c // groups
+        flow.identity(x, 1, y, 1)
+        flow.pairs(y, 1, y, 1, np.arange(c), np.arange(c) // per * per)
+        for t in node.inputs[1:3]:
+            n = flow.size(t, 0)
+            if n == groups and groups != c:
+                flow.block(t, 0, y, 1, per)
+            else:
+                flow.identity(t, 0, y, 1)
+            flow.param(t, 0, "elem")
+
+    def shrink(self, node, ctx, keep):
+        y = node.outputs[0]
+        kept = keep.get((y.name, 1))
+        if kept is not None:
+            groups = int(node.attrs["num_groups"])
+            node.attrs["num_groups"] = len(kept) // (ctx.dim(y, 1) // groups)
+
+
+@register
+class LayerNormalization(Rule):
+    """Axes before `axis` pass through; the normalised axes are refused."""
+
+    ops = ("LayerNormalization",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        rank = flow.ctx.rank(x) or 0
+        start = int(node.attrs.get("axis", -1)) % max(rank, 1)
+        for axis in range(rank):
+            if axis < start:
+                flow.identity(x, axis, y, axis)
+            else:
+                flow.refuse(x, axis, f"LayerNormalization normalises over axis {axis}")

@@ -1,0 +1,91 @@
+"""Pooling, Resize/Upsample and Pad: the batch and channel axes pass through
+untouched; spatial axes change size and are not channel spaces."""
+
+import numpy as np
+
+from .base import Rule
+from .registry import register
+
+
+@register
+class Pool(Rule):
+    ops = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+           "MaxRoiPool")
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        if node.op == "MaxRoiPool":
+            flow.identity(x, 1, y, 1)
+            return
+        for out in node.outputs:  # MaxPool's indices output has the same layout
+            flow.identity(x, 0, out, 0)
+            flow.identity(x, 1, out, 1)
+
+
+@register
+class Resize(Rule):
+    """Axes whose scale is 1 (or whose size is unchanged) pass through."""
+
+    ops = ("Resize", "Upsample")
+
+    def _factors(self, node, ctx):
+        """(scales, sizes) as lists, each None where absent or not constant."""
+        ins = node.inputs
+        if node.op == "Upsample" or ctx.opset < 11:
+            if "scales" in node.attrs:
+                return list(node.attrs["scales"]), None
+            return _floats(ctx, ins, 1), None
+        return _floats(ctx, ins, 2), (ctx.ints(ins[3]) if len(ins) > 3 else None)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        ctx = flow.ctx
+        rank = ctx.rank(x) or 0
+        axes = node.attrs.get("axes") or list(range(rank))
+        scales, sizes = self._factors(node, ctx)
+        for i, axis in enumerate(axes):
+            axis %= max(rank, 1)
+            same = (scales is not None and i < len(scales) and scales[i] == 1) or (
+                sizes is not None and i < len(sizes) and sizes[i] == ctx.dim(x, axis))
+            if same:
+                flow.identity(x, axis, y, axis)
+            else:
+                flow.refuse(x, axis, f"{node.op} scale of axis {axis} is not a constant 1")
+
+    def shrink(self, node, ctx, keep):
+        if node.op != "Resize" or len(node.inputs) < 4 or ctx.const(node.inputs[3]) is None:
+            return
+        y = node.outputs[0]
+        sizes = ctx.ints(node.inputs[3])
+        axes = node.attrs.get("axes") or list(range(len(sizes)))
+        rank = ctx.rank(y)
+        new = [len(keep[(y.name, a % rank)]) if (y.name, a % rank) in keep else s for a, s in zip(axes, sizes)]
+        if new != sizes:
+            ctx.set_input(node, 3, np.asarray(new, dtype=np.int64))
+
+
+def _floats(ctx, inputs, i):
+    v = ctx.const(inputs[i]) if len(inputs) > i else None
+    return None if v is None or v.size == 0 else v.reshape(-1).tolist()
+
+
+@register
+class Pad(Rule):
+    """Axes with no padding pass through."""
+
+    ops = ("Pad",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        ctx = flow.ctx
+        rank = ctx.rank(x) or 0
+        pads = node.attrs.get("pads") if ctx.opset < 11 else ctx.ints(node.inputs[1]) if len(node.inputs) > 1 else None
+        axes = ctx.ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else list(range(rank))
+        if pads is None or axes is None or len(pads) != 2 * len(axes):
+            return
+        for i, axis in enumerate(axes):
+            axis %= max(rank, 1)
+            if pads[i] == 0 and pads[i + len(axes)] == 0:
+                flow.identity(x, axis, y, axis)
+            else:
+                flow.refuse(x, axis, f"Pad pads axis {axis}")

@@ -1,0 +1,137 @@
+"""Reshape and Flatten.
+
+The input and output shapes are split into segments of equal element count. A
+segment of one axis on each side passes through. Where several input axes merge
+into one output axis (Flatten into a Gemm head), the outermost input axis of size
+> 1 maps to strided blocks of the output: one channel becomes a block of
+features. Where one input axis splits into several, the outermost output axis
+takes blocks of the input. The other axes of a merge or split are refused.
+"""
+
+import numpy as np
+
+from .base import Rule
+from .registry import register
+
+
+def segments(src, dst):
+    """Pair up runs of axes with equal products: [(src axes, dst axes)].
+
+    Only the concrete trailing dims are matched; a leading run of symbolic dims
+    (the batch) is skipped on both sides, and their products must agree.
+    """
+    i0 = max((k + 1 for k, d in enumerate(src) if not isinstance(d, int)), default=0)
+    j0 = max((k + 1 for k, d in enumerate(dst) if not isinstance(d, int)), default=0)
+    if np.prod(src[i0:], dtype=np.int64) != np.prod(dst[j0:], dtype=np.int64):
+        return []
+    out, i, j = [], i0, j0
+    while i < len(src) and j < len(dst):
+        pi, pj, ei, ej = src[i], dst[j], i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                pi, ei = pi * src[ei], ei + 1
+            else:
+                pj, ej = pj * dst[ej], ej + 1
+        out.append((list(range(i, ei)), list(range(j, ej))))
+        i, j = ei, ej
+    return out
+
+
+def strided(sizes, m):
+    """For merged axes `sizes`, the index of axis m at each flat position."""
+    inner = int(np.prod(sizes[m + 1:], dtype=np.int64))
+    return (np.arange(int(np.prod(sizes, dtype=np.int64))) // inner) % sizes[m]
+
+
+def couple_segments(flow, x, y, xs, ys):
+    for a, d in enumerate(xs):
+        if d == 1:
+            flow.handle(x, a)
+    for ax, ay in segments(xs, ys):
+        big_x = [a for a in ax if xs[a] != 1]
+        big_y = [b for b in ay if ys[b] != 1]
+        if len(big_x) == 1 and len(big_y) == 1:
+            flow.identity(x, big_x[0], y, big_y[0])
+        elif len(big_y) == 1 and big_x:
+            sizes = [xs[a] for a in big_x]
+            flow.pairs(x, big_x[0], y, big_y[0], strided(sizes, 0), np.arange(ys[big_y[0]]))
+            for a in big_x[1:]:
+                flow.refuse(x, a, f"{flow.node.op} merges axis {a} into axis {big_y[0]}")
+        elif len(big_x) == 1 and big_y:
+            sizes = [ys[b] for b in big_y]
+            flow.pairs(y, big_y[0], x, big_x[0], strided(sizes, 0), np.arange(xs[big_x[0]]))
+            for b in big_y[1:]:
+                flow.refuse(y, b, f"{flow.node.op} splits axis {big_x[0]} into axis {b}")
+
+
+def shape_spec(node, ctx):
+    """The target shape of a Reshape as a list of ints, None for entries known only at run time.
+
+    Returns (spec, pieces) where pieces lists (concat input index, position) per entry, or
+    (None, None) when even the length is unknown.
+    """
+    t = node.inputs[1]
+    v = ctx.const(t)
+    if v is not None:
+        return [int(x) for x in v.reshape(-1)], None
+    prod = t.inputs[0] if len(t.inputs) == 1 else None
+    if prod is None or prod.op != "Concat":
+        return None, None
+    spec, pieces = [], []
+    for k, part in enumerate(prod.inputs):
+        shape = ctx.shape(part)
+        if shape is None or len(shape) != 1 or shape[0] is None:
+            return None, None
+        vals = ctx.ints(part)
+        for p in range(shape[0]):
+            spec.append(None if vals is None else vals[p])
+            pieces.append((k, p))
+    return spec, pieces
+
+
+@register
+class Reshape(Rule):
+    ops = ("Reshape",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        xs, ys = flow.ctx.shape(x), flow.ctx.shape(y)
+        spec, _ = shape_spec(node, flow.ctx)
+        if xs is None or ys is None or spec is None or len(spec) != len(ys):
+            return
+        couple_segments(flow, x, y, xs, ys)
+        for b, s in enumerate(spec):
+            if s is None and flow.space(y, b) in flow.handled:
+                flow.handled.discard(flow.space(y, b))
+                flow.refuse(y, b, f"Reshape size of axis {b} is computed at run time")
+
+    def shrink(self, node, ctx, keep):
+        y = node.outputs[0]
+        spec, pieces = shape_spec(node, ctx)
+        new = list(spec)
+        for b, s in enumerate(spec):
+            kept = keep.get((y.name, b))
+            if kept is not None and s not in (-1, None):
+                new[b] = len(kept)
+        if new == spec:
+            return
+        if pieces is None:
+            ctx.set_input(node, 1, np.asarray(new, dtype=np.int64))
+            return
+        concat = node.inputs[1].inputs[0]
+        for k in sorted({k for (k, _), a, b in zip(pieces, spec, new) if a != b}):
+            vals = [new[i] for i, (kk, _) in enumerate(pieces) if kk == k]
+            ctx.set_input(concat, k, np.asarray(vals, dtype=np.int64))
+
+
+@register
+class Flatten(Rule):
+    """Flatten is a Reshape to [prod(dims before axis), prod(dims from axis)]."""
+
+    ops = ("Flatten",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        xs, ys = flow.ctx.shape(x), flow.ctx.shape(y)
+        if xs is not None and ys is not None:
+            couple_segments(flow, x, y, xs, ys)
