@@ -72,6 +72,11 @@ def export(model, graph) -> onnx.ModelProto:
     del out.graph.value_info[:]
     src = model.proto
     out.ir_version = src.ir_version
+    if src.ir_version < 4:  # IR 3 wants every initializer listed as a graph input
+        listed = {i.name for i in out.graph.input}
+        for init in out.graph.initializer:
+            if init.name not in listed:
+                out.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims))
     del out.opset_import[:]
     out.opset_import.extend(src.opset_import)
     for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
