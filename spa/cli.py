@@ -1,0 +1,83 @@
+"""Command line: `spa prune` and `spa analyze`. Parses, calls the API, prints."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+
+import click
+
+from . import api, report
+from .criteria import CRITERIA
+from .errors import INTERNAL_EXIT_CODE, SpaError
+from .importance import REDUCTIONS
+
+
+def _run(fn):
+    """Turn errors into one line and an exit code; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, debug=False, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpaError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"spa: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except Exception as exc:  # a bug: still one line unless --debug
+            if debug:
+                traceback.print_exc()
+            click.echo(f"spa: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                       " (rerun with --debug for the traceback)", err=True)
+            sys.exit(INTERNAL_EXIT_CODE)
+    return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
+
+
+def _common(fn):
+    fn = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
+                      help="Concrete shape for a dynamic input (repeatable).")(fn)
+    fn = click.option("--exclude", multiple=True, metavar="PATTERN",
+                      help="Protect groups touching nodes or tensors matching this glob (repeatable).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(package_name="spa-prune")
+def main():
+    """SPA: structurally prune ONNX models."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@_common
+@_run
+def analyze(model, input_shapes, exclude, as_json):
+    """List the coupled channel groups of MODEL and why any is blocked."""
+    an = api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
+    click.echo(report.to_json(an.to_dict()) if as_json else report.analysis_text(an))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("output", required=False, type=click.Path(dir_okay=False))
+@click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
+@click.option("--target-macs", type=float, help="Prune globally until MACs fall by this share.")
+@click.option("--criterion", default="l2", show_default=True, type=click.Choice(sorted(CRITERIA)))
+@click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
+              help="How the scores of a group's members combine.")
+@click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
+@click.option("--round-to", default=1, show_default=True, type=int, help="Keep channel counts multiples of N.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@_common
+@_run
+def prune(model, output, ratio, target_macs, criterion, reduce, global_ranking, round_to, seed, force,
+          input_shapes, exclude, as_json):
+    """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
+    result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
+                       criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
+                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force)
+    click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))

@@ -1,0 +1,58 @@
+"""Results -> text tables or JSON."""
+
+from __future__ import annotations
+
+import json
+
+
+def human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.4g}{unit}"
+        n /= 1000
+    return f"{n:.4g}P"
+
+
+def table(rows, header) -> str:
+    rows = [[str(c) for c in r] for r in [header] + list(rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def prune_text(r) -> str:
+    def pct(a, b):
+        return f"{(b / a - 1) * 100:+.1f}%" if a else "n/a"
+
+    b, a = r.before, r.after
+    rows = [
+        ("parameters", human(b.params), human(a.params), pct(b.params, a.params)),
+        ("MACs", human(b.macs), human(a.macs), pct(b.macs, a.macs)),
+        ("file size", human(b.file_size) + "B", human(a.file_size) + "B", pct(b.file_size, a.file_size)),
+        ("groups pruned", "", f"{len(r.changes)} of {r.prunable} prunable", ""),
+        ("groups blocked", "", str(r.blocked), ""),
+    ]
+    out = table(rows, ("", "before", "after", "change"))
+    where = r.output or "(not written)"
+    return f"{out}\n\nverified: checker, onnxruntime run, outputs unchanged, deterministic\nwrote {where}"
+
+
+def analysis_text(an, verbose=False) -> str:
+    rows = []
+    for g in an.groups:
+        members = ", ".join(g.members[:3]) + (f" +{len(g.members) - 3}" if len(g.members) > 3 else "")
+        status = "prunable" if g.prunable else "blocked"
+        rows.append((g.id, g.channels, f"{g.macs_share * 100:.1f}%", status, members,
+                     "" if g.prunable else g.reason))
+    head = (f"{an.model}: {len(an.groups)} groups, {len(an.prunable)} prunable; "
+            f"{human(an.stats.params)} parameters, {human(an.stats.macs)} MACs")
+    text = head + "\n\n" + table(rows, ("id", "channels", "MACs", "status", "members", "reason"))
+    if an.blocked_ops:
+        text += "\n\nops without a rule (they block their channels): " + ", ".join(
+            f"{op} x{n}" for op, n in an.blocked_ops)
+    return text
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=str)

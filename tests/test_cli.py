@@ -1,0 +1,115 @@
+"""The CLI through click's CliRunner: tables, JSON, and one-line errors for bad input."""
+
+import json
+import os
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from graphs import ALL
+from spa.cli import main
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "resnet.onnx"
+    onnx.save(ALL["resnet"](), path)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_prune_writes_default_output_and_table(model_path):
+    before = model_path.read_bytes()
+    res = invoke("prune", model_path, "--ratio", "0.3")
+    assert res.exit_code == 0, res.output
+    out = model_path.with_name("resnet.pruned.onnx")
+    assert out.exists() and "MACs" in res.output and "verified" in res.output
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert model_path.read_bytes() == before
+
+
+def test_prune_json(model_path, tmp_path):
+    res = invoke("prune", model_path, tmp_path / "o.onnx", "--ratio", "0.3", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["macs_reduction"] > 0.3 and data["after"]["macs"] < data["before"]["macs"]
+
+
+def test_analyze_json_schema(model_path):
+    res = invoke("analyze", model_path, "--json")
+    assert res.exit_code == 0, res.output
+    groups = json.loads(res.output)["groups"]
+    assert groups
+    for g in groups:
+        assert {"id", "channels", "members", "macs_share", "prunable", "reason"} <= set(g)
+    assert any(not g["prunable"] and g["reason"] for g in groups)
+
+
+def test_analyze_table_lists_reasons(model_path):
+    res = invoke("analyze", model_path)
+    assert res.exit_code == 0 and "graph input" in res.output and "prunable" in res.output
+
+
+def _bad_files(tmp_path, model_path):
+    data = model_path.read_bytes()
+    (tmp_path / "text.onnx").write_text("this is not a model")
+    (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    return ["text.onnx", "trunc.onnx", "empty.onnx", "missing.onnx"]
+
+
+@pytest.mark.parametrize("command", ["prune", "analyze"])
+def test_bad_input_gives_one_line_error(tmp_path, model_path, command):
+    for name in _bad_files(tmp_path, model_path):
+        args = [command, tmp_path / name] + (["--ratio", "0.3"] if command == "prune" else [])
+        res = invoke(*args)
+        assert res.exit_code == 3, (name, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and "Traceback" not in res.output
+        assert not os.path.exists(tmp_path / name.replace(".onnx", ".pruned.onnx"))
+
+
+@pytest.mark.parametrize("args", [["--ratio", "1.5"], ["--ratio", "0"], ["--ratio", "-0.1"], [],
+                                  ["--ratio", "0.3", "--target-macs", "0.3"], ["--ratio", "0.3", "--round-to", "0"],
+                                  ["--ratio", "0.3", "--input-shape", "nope:1,2"]])
+def test_bad_arguments_exit_2_and_write_nothing(model_path, args):
+    res = invoke("prune", model_path, *args)
+    assert res.exit_code == 2, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not model_path.with_name("resnet.pruned.onnx").exists()
+
+
+def test_existing_output_needs_force(model_path, tmp_path):
+    out = tmp_path / "o.onnx"
+    out.write_bytes(b"keep me")
+    assert invoke("prune", model_path, out, "--ratio", "0.3").exit_code == 2
+    assert out.read_bytes() == b"keep me"
+    assert invoke("prune", model_path, out, "--ratio", "0.3", "--force").exit_code == 0
+    onnx.checker.check_model(onnx.load(out))
+
+
+def test_output_never_overwrites_input(model_path):
+    before = model_path.read_bytes()
+    res = invoke("prune", model_path, model_path, "--ratio", "0.3", "--force")
+    assert res.exit_code == 2 and model_path.read_bytes() == before
+
+
+def test_nothing_prunable_exit_4(tmp_path):
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    res = invoke("prune", path, "--ratio", "0.3")
+    assert res.exit_code == 4 and "no prunable" in res.output
+
+
+def test_debug_shows_traceback(tmp_path):
+    (tmp_path / "bad.onnx").write_text("nope")
+    res = invoke("analyze", tmp_path / "bad.onnx", "--debug")
+    assert res.exit_code == 3 and "Traceback" in res.output

@@ -1,0 +1,85 @@
+"""Masked-equivalence oracle over every test architecture, with random plans."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import spa
+from graphs import ALL
+from oracle import assert_oracle
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), ratio=st.floats(0.15, 0.9), global_ranking=st.booleans())
+def test_random_plans_match_masked_original(name, seed, ratio, global_ranking):
+    model = ALL[name](seed % 3)
+    result = spa.prune(model, ratio=ratio, criterion="random", seed=seed, global_ranking=global_ranking)
+    assert_oracle(model, result)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_magnitude_plans_match_masked_original(name, criterion):
+    model = ALL[name]()
+    assert_oracle(model, spa.prune(model, ratio=0.3, criterion=criterion))
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "densenet"])
+def test_ratio_03_cuts_at_least_40_percent_of_macs(name):
+    result = spa.prune(ALL[name](), ratio=0.3)
+    assert result.macs_reduction >= 0.40
+    assert result.verdict.checker and result.verdict.runs
+
+
+@pytest.mark.parametrize("name", ["resnet", "densenet", "mobilenetv2", "resnext"])
+def test_no_group_is_emptied(name):
+    model = ALL[name]()
+    result = spa.prune(model, ratio=0.99, criterion="random")
+    assert all(c.after >= 1 for c in result.changes)
+    assert_oracle(model, result)
+
+
+@pytest.mark.parametrize("target", [0.2, 0.5])
+def test_target_macs_is_reached(target):
+    result = spa.prune(ALL["resnet"](), target_macs=target)
+    assert result.macs_reduction >= target - 0.02
+
+
+def test_round_to_keeps_multiples():
+    model = ALL["mobilenetv2"]()
+    result = spa.prune(model, ratio=0.4, round_to=8)
+    an = {g.id: g for g in spa.analyze(model).groups}
+    for c in result.changes:
+        assert c.after % 8 == 0 or c.after == an[c.id].channels
+    assert_oracle(model, result)
+
+
+def test_exclude_protects_matching_groups():
+    model = ALL["resnet"]()
+    an = spa.analyze(model, exclude=["conv_w_0"])
+    hit = [g for g in an.groups if "conv_w_0[0]" in g.members]
+    assert hit and not hit[0].prunable and "exclude" in hit[0].reason
+    result = spa.prune(model, ratio=0.3, exclude=["conv_w_0"])
+    assert hit[0].id not in {c.id for c in result.changes}
+
+
+def test_global_ranking_differs_from_local():
+    model = ALL["resnet"]()
+    local = spa.prune(model, ratio=0.3)
+    glob = spa.prune(model, ratio=0.3, global_ranking=True)
+    assert [c.after for c in local.changes] != [c.after for c in glob.changes]
+    removed = sum(c.before - c.after for c in glob.changes)
+    total = sum(g.channels for g in spa.analyze(model).prunable)
+    assert removed >= 0.3 * total
+
+
+def test_analyze_names_every_group_and_reasons():
+    an = spa.analyze(ALL["fpn"]())
+    assert [g.id for g in an.groups] == list(range(len(an.groups)))
+    for g in an.groups:
+        assert g.members and 0 <= g.macs_share
+        assert g.prunable == (g.reason == "")
+    assert any("graph output" in g.reason for g in an.groups)
+    assert np.isclose(sum(g.macs_share for g in an.groups if g.prunable) > 0, True)
