@@ -81,3 +81,7 @@ def prune(model, output, ratio, target_macs, criterion, reduce, global_ranking, 
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,9 @@ def members(cg, group) -> list[Member]:
         value = cg.ctx.const(cg.ctx.tensors[name])
         if value.dtype.kind != "f":
             continue
-        rows = np.moveaxis(np.asarray(value, dtype=np.float64), axis, 0)[pos]
+        if len(pos) != value.shape[axis]:
+            value = np.take(value, pos, axis=axis)
+        rows = np.moveaxis(value, axis, 0)
         out.append(Member(name, axis, attrs["role"], rows, chan, group.channels))
     out.sort(key=lambda m: ROLE_ORDER.get(m.role, 3))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -63,7 +65,7 @@ def _signature(proto):
 
 
 def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds: dict,
-           reference: dict | None = None) -> Verdict:
+           reference: dict | None = None, timings: dict | None = None) -> Verdict:
     """Check a pruned model; raise VerifyError naming the first failed check.
 
     Args:
@@ -71,19 +73,24 @@ def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds: dict,
         pruned: the candidate.
         feeds: inputs to run both on (see random_inputs).
         reference: the original's outputs on `feeds`, if already computed.
+        timings: if given, gets "checker" and "onnxruntime" seconds.
     """
+    t0 = time.perf_counter()
     try:
         onnx.checker.check_model(pruned, full_check=True)
     except Exception as exc:  # checker and shape inference raise several types
         raise VerifyError(f"pruned model fails onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
     if _signature(original) != _signature(pruned):
         raise VerifyError("pruned model declares different output names, types or shapes")
+    t1 = time.perf_counter()
     try:
         first = run(pruned, feeds)
         second = run(pruned, feeds)
     except Exception as exc:  # onnxruntime errors have no common base class
         raise VerifyError(f"onnxruntime cannot run the pruned model: {str(exc).splitlines()[0][:300]}") from exc
     ref = reference if reference is not None else run(original, feeds)
+    if timings is not None:
+        timings.update(checker=t1 - t0, onnxruntime=time.perf_counter() - t1)
     for name, want in ref.items():
         got = first.get(name)
         if got is None or got.shape != want.shape or got.dtype != want.dtype:
