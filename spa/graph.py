@@ -1,6 +1,7 @@
 """The channel dependency graph: a networkx MultiGraph of spaces (tensor, axis).
 
-Nodes carry `size`, `param` (the tensor is a constant), `role` (see rules.base.ROLES)
+Nodes carry `size`, `param` (the tensor is a constant), `weight` (a floating-point
+constant), `role` (see rules.base.ROLES)
 and `blockers` (reasons this space cannot be pruned). Each edge is one rule link with
 index arrays `ia`/`ib`: element ia[k] of one end goes with ib[k] of the other.
 """
@@ -58,7 +59,9 @@ def _add_space(g, ctx, s):
         return
     name, axis = s
     t = ctx.tensors[name]
-    g.add_node(s, size=ctx.dim(t, axis), param=ctx.const(t) is not None, role=None, blockers=[])
+    value = ctx.const(t)
+    g.add_node(s, size=ctx.dim(t, axis), param=value is not None,
+               weight=value is not None and value.dtype.kind == "f", role=None, blockers=[])
 
 
 def _block_untouched(g, ctx, node, rule, flow):

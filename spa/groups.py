@@ -51,7 +51,7 @@ def union_find(n, u, v):
 
 
 def find_groups(cg: ChannelGraph, exclude=()) -> list[Group]:
-    """All groups that hold at least one parameter, prunable or not."""
+    """All groups that hold at least one floating-point weight, prunable or not."""
     g = cg.g
     spaces = list(g.nodes)
     sizes = np.array([g.nodes[s]["size"] for s in spaces], dtype=np.int64)
@@ -69,7 +69,7 @@ def find_groups(cg: ChannelGraph, exclude=()) -> list[Group]:
     key = np.unique(lab * n_sp + owner)
     lab_of, space_of = key // n_sp, key % n_sp
     salt = np.random.default_rng(0).integers(1, 2**62, size=n_sp, dtype=np.int64)
-    is_param = np.array([g.nodes[s]["param"] for s in spaces], dtype=np.int64)
+    is_param = np.array([g.nodes[s]["weight"] for s in spaces], dtype=np.int64)
     labels, starts = np.unique(lab_of, return_index=True)
     sig = np.add.reduceat(salt[space_of], starts)  # wraps around; only equality matters
     has_param = np.add.reduceat(is_param[space_of], starts) > 0

@@ -139,7 +139,7 @@ def _collect_shapes(proto, graph) -> dict:
 
 def _dim(d):
     if d.HasField("dim_value"):
-        return d.dim_value
+        return d.dim_value if d.dim_value >= 0 else None  # some exporters write -1
     return d.dim_param or None
 
 

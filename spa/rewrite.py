@@ -29,8 +29,9 @@ def keep_map(cg: ChannelGraph, removed: dict) -> dict:
 def apply(cg: ChannelGraph, keep: dict) -> onnx.ModelProto:
     """Rewrite the model's graph in place and export it."""
     ctx, graph = cg.ctx, cg.model.graph
+    changed = {name for name, _ in keep}
     for node, rule, _ in cg.flows:
-        if rule is not None:
+        if rule is not None and any(t.name in changed for t in list(node.inputs) + list(node.outputs)):
             rule.shrink(node, ctx, keep)
     axes: dict = {}
     for (name, axis), idx in keep.items():

@@ -80,7 +80,7 @@ def shape_spec(node, ctx):
     spec, pieces = [], []
     for k, part in enumerate(prod.inputs):
         shape = ctx.shape(part)
-        if shape is None or len(shape) != 1 or shape[0] is None:
+        if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
             return None, None
         vals = ctx.ints(part)
         for p in range(shape[0]):
@@ -108,6 +108,8 @@ class Reshape(Rule):
     def shrink(self, node, ctx, keep):
         y = node.outputs[0]
         spec, pieces = shape_spec(node, ctx)
+        if spec is None:
+            return
         new = list(spec)
         for b, s in enumerate(spec):
             kept = keep.get((y.name, b))

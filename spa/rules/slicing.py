@@ -68,6 +68,8 @@ class Split(Rule):
         x = node.inputs[0]
         axis = int(node.attrs.get("axis", 0)) % ctx.rank(x)
         old = split_sizes(node, ctx)
+        if old is None:
+            return
         new = [len(keep.get((y.name, axis), range(n))) for y, n in zip(node.outputs, old)]
         if new == old:
             return
@@ -128,7 +130,10 @@ class Slice(Rule):
     def shrink(self, node, ctx, keep):
         x = node.inputs[0]
         rank = ctx.rank(x)
-        starts, ends, axes, steps = slice_params(node, ctx)
+        params = slice_params(node, ctx)
+        if params is None:
+            return
+        starts, ends, axes, _ = params
         new_s, new_e = list(starts), list(ends)
         for i, a in enumerate(axes):
             kept = keep.get((x.name, a % rank))
