@@ -31,8 +31,11 @@ def random_fills(model, seed=0):
     for node in model.graph.node:
         if node.op_type == "ConstantOfShape" and node.input[0] in inits:
             shape = inits[node.input[0]]
-            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 100
-            value = (rng.standard_normal(shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+            if len(shape) > 1:
+                value = rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))
+            else:  # biases and norm parameters; BatchNorm variances must stay positive
+                value = rng.uniform(0.5, 1.5, shape)
+            value = value.astype(np.float32)
             node.op_type, node.input[:] = "Constant", []
             del node.attribute[:]
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value)))
