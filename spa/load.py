@@ -87,7 +87,7 @@ def load(src, input_shapes=None) -> Model:
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
     concrete = _concrete_inputs(proto, input_shapes)
-    inferred = _infer(proto, concrete, where)
+    inferred = _infer(proto, input_shapes, where)
     graph = gs.import_onnx(inferred)
     shapes = _collect_shapes(inferred, graph)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -109,16 +109,19 @@ def _concrete_inputs(proto, overrides) -> dict:
     return out
 
 
-def _infer(proto, concrete, where) -> onnx.ModelProto:
+def _infer(proto, overrides, where) -> onnx.ModelProto:
     """Shape inference on a copy whose inputs given by --input-shape are made concrete."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     del model.graph.value_info[:]
     for vi in model.graph.input:
-        if vi.name in concrete:
+        if vi.name in overrides:
             dims = vi.type.tensor_type.shape.dim
-            if len(dims) != len(concrete[vi.name]):
-                raise UsageError(f"--input-shape for {vi.name!r} has rank {len(concrete[vi.name])}, model says {len(dims)}")
+            if len(dims) != len(overrides[vi.name]):
+                raise UsageError(f"--input-shape for {vi.name!r} has rank {len(overrides[vi.name])}, model says {len(dims)}")
+            for d, v in zip(dims, overrides[vi.name]):
+                d.Clear()
+                d.dim_value = v
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # onnx raises several types here

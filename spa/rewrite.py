@@ -72,6 +72,10 @@ def export(model, graph) -> onnx.ModelProto:
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]
     src = model.proto
+    declared = {vi.name: vi for vi in list(src.graph.input) + list(src.graph.output)}
+    for vi in list(out.graph.input) + list(out.graph.output):
+        if vi.name in declared:  # keep dynamic dims as the original declares them
+            vi.CopyFrom(declared[vi.name])
     out.ir_version = src.ir_version
     if src.ir_version < 4:  # IR 3 wants every initializer listed as a graph input
         listed = {i.name for i in out.graph.input}

@@ -113,3 +113,13 @@ def test_debug_shows_traceback(tmp_path):
     (tmp_path / "bad.onnx").write_text("nope")
     res = invoke("analyze", tmp_path / "bad.onnx", "--debug")
     assert res.exit_code == 3 and "Traceback" in res.output
+
+
+def test_input_shape_sets_macs_and_keeps_dynamic_dims(model_path, tmp_path):
+    out = tmp_path / "o.onnx"
+    one = json.loads(invoke("prune", model_path, out, "--ratio", "0.3", "--json").output)
+    res = invoke("prune", model_path, out, "--ratio", "0.3", "--json", "--force", "--input-shape", "input:2,3,16,16")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["before"]["macs"] == 2 * one["before"]["macs"]
+    dim0 = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param == "N"
