@@ -69,12 +69,12 @@ def find_groups(cg: ChannelGraph, exclude=()) -> list[Group]:
     key = np.unique(lab * n_sp + owner)
     lab_of, space_of = key // n_sp, key % n_sp
     salt = np.random.default_rng(0).integers(1, 2**62, size=n_sp, dtype=np.int64)
-    is_param = np.array([g.nodes[s]["weight"] for s in spaces], dtype=np.int64)
+    is_weight = np.array([g.nodes[s]["weight"] for s in spaces], dtype=np.int64)
     labels, starts = np.unique(lab_of, return_index=True)
     sig = np.add.reduceat(salt[space_of], starts)  # wraps around; only equality matters
-    has_param = np.add.reduceat(is_param[space_of], starts) > 0
+    has_weight = np.add.reduceat(is_weight[space_of], starts) > 0
     by_sig: dict = {}
-    for i in np.flatnonzero(has_param):
+    for i in np.flatnonzero(has_weight):
         by_sig.setdefault(int(sig[i]), []).append(i)
 
     gid_of = np.full(int(base[-1]), -1, dtype=np.int64)
