@@ -3,7 +3,8 @@
 Nodes carry `size`, `param` (the tensor is a constant), `weight` (a floating-point
 constant), `role` (see rules.base.ROLES)
 and `blockers` (reasons this space cannot be pruned). Each edge is one rule link with
-index arrays `ia`/`ib`: element ia[k] of one end goes with ib[k] of the other.
+index arrays `ia`/`ib`: element ia[k] of space `a` goes with ib[k] of the other end
+(networkx does not keep the order of an edge's ends, so `a` records it).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def build(model: Model) -> ChannelGraph:
         for sa, sb, ia, ib in flow.links:
             for s in (sa, sb):
                 _add_space(g, ctx, s)
-            g.add_edge(sa, sb, ia=ia, ib=ib, node=node.name)
+            g.add_edge(sa, sb, a=sa, ia=ia, ib=ib, node=node.name)
         for s, role in flow.roles.items():
             if s in g and g.nodes[s]["param"]:
                 g.nodes[s]["role"] = role

@@ -59,6 +59,8 @@ def find_groups(cg: ChannelGraph, exclude=()) -> list[Group]:
     index = {s: i for i, s in enumerate(spaces)}
     us, vs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for sa, sb, data in g.edges(data=True):
+        if data["a"] != sa:
+            sa, sb = sb, sa
         us.append(base[index[sa]] + data["ia"])
         vs.append(base[index[sb]] + data["ib"])
     lab = union_find(int(base[-1]), np.concatenate(us), np.concatenate(vs))

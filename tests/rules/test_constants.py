@@ -84,10 +84,6 @@ def test_constant_of_shape_fill_as_per_channel_bias():
 
 
 # Shape ---------------------------------------------------------------------------------
-ORIENTATION = ("spa/groups.py find_groups reads links with `for sa, sb, data in g.edges(data=True)`; an undirected "
-               "nx.MultiGraph orients each edge by node insertion order, not as added in spa/graph.py build(), so "
-               "the Concat offset link of the shape-vector piece [8] (first seen at the Concat, after 'target') is "
-               "applied reversed and its ids spill into other spaces, splitting conv0's channels into two groups")
 
 
 def _scale_by(g, x, dims):
@@ -119,7 +115,6 @@ def test_shape_slice_reads_only_sliced_dims(ends, blocks):
         check_oracle(m)
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION)
 def test_shape_gather_into_reshape_concat_target():
     """Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [8], [64])): only dim 0 is read, [8] is rewritten."""
     def fn(g, x):

@@ -8,11 +8,6 @@ import spa
 
 from .helpers import G, check_oracle, group_with, input_value, sandwich, shape
 
-ORIENTATION = ("spa/groups.py find_groups reads links with `for sa, sb, data in g.edges(data=True)`, but an "
-               "undirected nx.MultiGraph yields each edge oriented by node insertion order, not as added in "
-               "spa/graph.py build(); a non-identity link whose first space (here the Reshape output) was added "
-               "to the graph after the second gets its ia/ib index arrays applied to the wrong spaces, so ids "
-               "spill into unrelated spaces and groups are corrupted")
 
 
 def _head(reshape, batch="N"):
@@ -59,12 +54,11 @@ LEGACY_SYMBOLIC = ("with a symbolic batch, onnx data propagation infers the Resh
                    "Reshape.couple -> couple_segments -> segments(('N',8,4,4), ('N','unk__1')) skips the trailing "
                    "symbolic dim, compares products 128 != 1 and returns [], so nothing is coupled and the group is "
                    "blocked (\"Reshape 'rs' does not pass axis 1\"); the rule never resolves the -1 itself")
-LEGACY_BATCH1 = ORIENTATION + " (here: Concat of the shape vector; the constant [-1] is added after 'target')"
 
 
 @pytest.mark.parametrize("batch", [
     pytest.param("N", marks=pytest.mark.xfail(strict=True, reason=LEGACY_SYMBOLIC)),
-    pytest.param(1, marks=pytest.mark.xfail(strict=True, reason=LEGACY_BATCH1)),
+    1,
     2,
 ])
 def test_reshape_runtime_target_concat_minus_one(batch):
@@ -94,7 +88,6 @@ def test_flatten_axis2_refuses_the_merge():
     assert not group_with(spa.analyze(m), "conv0_w[0]").prunable
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION)
 def test_reshape_split_channel_blocks_back():
     """[N,8,8,8] -> [N,512] -> Relu -> [N,8,8,8]: the split side maps blocks back to channels."""
     def fn(g, x):
@@ -109,7 +102,6 @@ def test_reshape_split_channel_blocks_back():
     np.testing.assert_array_equal(input_value(r.model, "rs2", 1), [0, 6, 8, 8])
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION)
 def test_reshape_split_spatial_axis():
     """[N,C,8,8] -> [N,C,64] -> Relu -> [N,C,8,8]: only spatial axes merge and split."""
     def fn(g, x):

@@ -7,12 +7,6 @@ import spa
 
 from .helpers import G, attr, check_oracle, group_with, input_value, sandwich, shape
 
-ORIENTATION = ("spa/groups.py find_groups reads links with `for sa, sb, data in g.edges(data=True)`, but an "
-               "undirected nx.MultiGraph yields each edge oriented by node insertion order, not as added in "
-               "spa/graph.py build(). Split and Slice link offset(y, axis, x, axis, start) with the output y "
-               "first, and y is always added to the graph after x, so for start > 0 the index arrays are "
-               "applied reversed (x[i] ~ y[start+i]): ids run past the end of y into unrelated spaces and the "
-               "groups are corrupted (or union_find raises IndexError)")
 
 
 def _removed(r, name, axis):
@@ -51,7 +45,6 @@ def test_concat_same_tensor_twice():
     assert shape(r.model, "tail_w") == (5, 12, 3, 3)
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION + " (Concat on axis 3: mid's axis 3 is first seen at the Concat)")
 def test_concat_on_spatial_axis_couples_both_inputs():
     def fn(g, x):
         return g.op("Concat", [x, g.conv(x, 8, 8, name="mid")], axis=3)
@@ -63,7 +56,6 @@ def test_concat_on_spatial_axis_couples_both_inputs():
     assert shape(r.model, "mid_w") == (6, 6, 3, 3)
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION + " (Concat: a later input first seen at the Concat)")
 def test_concat_with_a_graph_input():
     """Concat(conv0, extra): `extra` is a second graph input only the Concat reads."""
     g = G()
@@ -86,7 +78,6 @@ def _split(g, x, opset):
     return g.op("Split", [x], n_out=2, name="split", axis=1, split=[3, 5])
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION)
 @pytest.mark.parametrize("opset", [11, 17, 18], ids=["attr", "input", "num_outputs"])
 def test_split_sizes_updated(opset):
     """conv0's channels split into two groups, one per Split output; sizes follow both."""
@@ -109,7 +100,6 @@ def test_split_sizes_updated(opset):
     np.testing.assert_array_equal(got, new)
 
 
-@pytest.mark.xfail(strict=True, reason=ORIENTATION)
 def test_split_spatial_axis_passes_channels():
     def fn(g, x):
         a, b = g.op("Split", [x, g.ints("sizes", [3, 5])], n_out=2, name="split", axis=3)
@@ -134,9 +124,9 @@ def _slice(start, end, step=1, axis=1):
 
 @pytest.mark.parametrize("start,end", [
     (0, 5),
-    pytest.param(2, 7, marks=pytest.mark.xfail(strict=True, reason=ORIENTATION)),
-    pytest.param(-6, -1, marks=pytest.mark.xfail(strict=True, reason=ORIENTATION)),
-    pytest.param(3, 2**62, marks=pytest.mark.xfail(strict=True, reason=ORIENTATION)),
+    (2, 7),
+    (-6, -1),
+    (3, 2**62),
 ])
 def test_slice_channel_step1(start, end):
     m = _slice(start, end)
