@@ -56,13 +56,18 @@ class MatMul(Rule):
                     flow.handle(t, k)
         flow.identity(a, ra - 2, y, ry - 2)
         flow.identity(b, rb - 1, y, ry - 1)
-        if ctx.const(b) is not None and rb == 2:
-            flow.identity(a, ra - 1, b, 0)
-            flow.param(b, 0, "in")
-            flow.param(b, 1, "out")
-        elif ctx.const(a) is not None and ra == 2:
-            flow.identity(a, 1, b, rb - 2)
-            flow.param(a, 1, "in")
-            flow.param(a, 0, "out")
+        if ctx.const(b) is not None and _matrix(ctx, b):
+            flow.identity(a, ra - 1, b, rb - 2)
+            flow.param(b, rb - 2, "in")
+            flow.param(b, rb - 1, "out")
+        elif ctx.const(a) is not None and _matrix(ctx, a):
+            flow.identity(a, ra - 1, b, rb - 2)
+            flow.param(a, ra - 1, "in")
+            flow.param(a, ra - 2, "out")
         else:
             flow.refuse(a, ra - 1, TWO_ACTIVATIONS.format(op="MatMul", axis=ra - 1))
+
+
+def _matrix(ctx, t):
+    """A constant that is one matrix: rank 2, or leading dims of size 1."""
+    return all(d == 1 for d in ctx.shape(t)[:-2])

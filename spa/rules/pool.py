@@ -41,10 +41,13 @@ class Resize(Rule):
         x, y = node.inputs[0], node.outputs[0]
         ctx = flow.ctx
         rank = ctx.rank(x) or 0
-        axes = node.attrs.get("axes") or list(range(rank))
+        axes = [a % max(rank, 1) for a in node.attrs.get("axes") or range(rank)]
         scales, sizes = self._factors(node, ctx)
-        for i, axis in enumerate(axes):
-            axis %= max(rank, 1)
+        for axis in range(rank):
+            if axis not in axes:  # opset 18: unlisted axes keep their size
+                flow.identity(x, axis, y, axis)
+                continue
+            i = axes.index(axis)
             same = (scales is not None and i < len(scales) and scales[i] == 1) or (
                 sizes is not None and i < len(sizes) and sizes[i] == ctx.dim(x, axis))
             if same:
@@ -83,9 +86,9 @@ class Pad(Rule):
         axes = ctx.ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else list(range(rank))
         if pads is None or axes is None or len(pads) != 2 * len(axes):
             return
-        for i, axis in enumerate(axes):
-            axis %= max(rank, 1)
-            if pads[i] == 0 and pads[i + len(axes)] == 0:
-                flow.identity(x, axis, y, axis)
-            else:
+        padded = {a % max(rank, 1) for i, a in enumerate(axes) if pads[i] or pads[i + len(axes)]}
+        for axis in range(rank):
+            if axis in padded:
                 flow.refuse(x, axis, f"Pad pads axis {axis}")
+            else:
+                flow.identity(x, axis, y, axis)

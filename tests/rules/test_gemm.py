@@ -70,10 +70,6 @@ def test_matmul_constant_right_channels_last():
     assert shape(r.model, "tail_w")[1] == 5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MatMul.couple (spa/rules/gemm.py) only treats a constant operand of rank 2 as a weight (`rb == 2`); a "
-    "constant [1, C, D] right operand falls through to the two-activations branch and the channel group is "
-    "refused with the misleading reason 'MatMul of two activations contracts axis 3'"))
 def test_matmul_constant_right_rank3_weight():
     def fn(g, x):
         y = g.op("MatMul", [g.op("Transpose", [x], perm=[0, 2, 3, 1]), g.w("mm_w", 1, 8, 7)])

@@ -82,12 +82,8 @@ def test_resize_scaling_channels_blocks():
     assert not gr.prunable and "Resize scale of axis 1 is not a constant 1" in gr.reason
 
 
-AXES_GAP = ("Resize.couple / Pad.couple (spa/rules/pool.py) only visit the axes listed in the opset-18 "
-            "`axes` attribute/input; axes not listed (batch, channel) are left unhandled, so the channel "
-            "group is blocked with \"... does not pass axis 1\"")
 
 
-@pytest.mark.xfail(strict=True, reason=AXES_GAP)
 @pytest.mark.parametrize("factor", ["scales", "sizes"])
 def test_resize_opset18_axes_attribute(factor):
     def fn(g, x):
@@ -133,7 +129,6 @@ def test_pad_channel_axis_blocks():
     assert not gr.prunable and "Pad pads axis 1" in gr.reason
 
 
-@pytest.mark.xfail(strict=True, reason=AXES_GAP)
 def test_pad_opset18_axes_input():
     def fn(g, x):
         return g.op("Pad", [x, g.ints("pads", [1, 1, 1, 1]), "", g.ints("axes", [2, 3])])
