@@ -90,6 +90,7 @@ def load(src, input_shapes=None) -> Model:
     inferred = _infer(proto, input_shapes, where)
     graph = gs.import_onnx(inferred)
     shapes = _collect_shapes(inferred, graph)
+    _fill_unknown(shapes, proto, graph, concrete, where)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return Model(proto, graph, shapes, concrete, path, opset, size)
 
@@ -138,6 +139,46 @@ def _collect_shapes(proto, graph) -> dict:
         if isinstance(t, gs.Constant):
             shapes[name] = tuple(t.shape)
     return shapes
+
+
+def _fill_unknown(shapes, proto, graph, concrete, where):
+    """Fill dims ONNX left unknown: first from inference with every input concrete
+    (dynamic dims 1), then, for tensors still unknown, from one onnxruntime run.
+    Symbols of the graph inputs (a dynamic batch) are kept."""
+    symbols = {d.dim_param for vi in proto.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
+
+    def unknown(name):
+        dims = shapes.get(name)
+        return dims is None or any(d is None or (isinstance(d, str) and d not in symbols) for d in dims)
+
+    names = [n for n, t in graph.tensors().items() if isinstance(t, gs.Variable) and t.inputs and unknown(n)]
+    if not names:
+        return
+    known = _collect_shapes(_infer(proto, concrete, where), graph)
+    for n in names:
+        if n in known and n in shapes and len(known[n]) == len(shapes[n]):
+            shapes[n] = tuple(k if (d is None or (isinstance(d, str) and d not in symbols)) else d
+                              for d, k in zip(shapes[n], known[n]))
+        elif n in known:
+            shapes[n] = known[n]
+    missing = [n for n in names if n not in shapes]
+    if missing:
+        shapes.update(_run_shapes(proto, concrete, missing))
+
+
+def _run_shapes(proto, concrete, names) -> dict:
+    """Shapes of `names` from one onnxruntime run on seeded inputs; {} if it cannot run."""
+    from .verify import random_inputs, run  # verify imports this module
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    declared = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in declared)
+    try:
+        outs = run(model, random_inputs(proto, concrete))
+    except Exception:  # a model ORT cannot run keeps its unknown shapes
+        return {}
+    return {n: tuple(outs[n].shape) for n in names if n in outs}
 
 
 def _dim(d):

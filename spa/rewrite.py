@@ -72,7 +72,8 @@ def export(model, graph) -> onnx.ModelProto:
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]
     src = model.proto
-    declared = {vi.name: vi for vi in list(src.graph.input) + list(src.graph.output)}
+    inits = {t.name for t in src.graph.initializer}
+    declared = {vi.name: vi for vi in list(src.graph.input) + list(src.graph.output) if vi.name not in inits}
     for vi in list(out.graph.input) + list(out.graph.output):
         if vi.name in declared:  # keep dynamic dims as the original declares them
             vi.CopyFrom(declared[vi.name])
@@ -88,4 +89,8 @@ def export(model, graph) -> onnx.ModelProto:
         setattr(out, field, getattr(src, field))
     del out.metadata_props[:]
     out.metadata_props.extend(src.metadata_props)
-    return onnx.shape_inference.infer_shapes(out)
+    out = onnx.shape_inference.infer_shapes(out)
+    for vi in list(out.graph.input) + list(out.graph.output):
+        if vi.name in declared:  # inference may have made declared dims more specific
+            vi.CopyFrom(declared[vi.name])
+    return out

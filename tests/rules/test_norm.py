@@ -48,12 +48,8 @@ def _group_norm(num_groups, per_group_params=False, opset=21):
     return sandwich(fn, opset=opset)
 
 
-GN_NO_SHAPE = ("onnx shape inference (onnx 1.23) has no shape function for GroupNormalization-21, so "
-               "GroupNormalization.couple (spa/rules/norm.py) gets flow.size(y, 1) is None, couples nothing and "
-               "the group is blocked ('does not pass axis 1'); every tensor after it has no shape either")
 
 
-@pytest.mark.xfail(strict=True, reason=GN_NO_SHAPE)
 @pytest.mark.parametrize("num_groups,ratio,kept_groups", [(4, 0.3, 3), (2, 0.5, 1), (8, 0.3, 6)])
 def test_group_normalization_prunes_whole_groups(num_groups, ratio, kept_groups):
     # opset 21 (IR 10): scale and bias are per channel. Opset 18's version (per-group scale)
@@ -71,7 +67,7 @@ def test_group_normalization_prunes_whole_groups(num_groups, ratio, kept_groups)
 
 
 def test_group_normalization_runs_in_onnxruntime():
-    """The opset-21 test model itself is valid: onnxruntime runs it (the xfails above are SPA's)."""
+    """The opset-21 test model itself is valid: onnxruntime runs it."""
     from .helpers import feeds, run
     m = _group_norm(4)
     out = run(m, feeds(m))["fc"]

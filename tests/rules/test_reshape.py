@@ -50,14 +50,9 @@ def _runtime_target(g, x, tail):
     return g.op("Concat", [n, g.ints("rest", tail)], name="target", axis=0)
 
 
-LEGACY_SYMBOLIC = ("with a symbolic batch, onnx data propagation infers the Reshape output as ('N', 'unk__1'); "
-                   "Reshape.couple -> couple_segments -> segments(('N',8,4,4), ('N','unk__1')) skips the trailing "
-                   "symbolic dim, compares products 128 != 1 and returns [], so nothing is coupled and the group is "
-                   "blocked (\"Reshape 'rs' does not pass axis 1\"); the rule never resolves the -1 itself")
-
 
 @pytest.mark.parametrize("batch", [
-    pytest.param("N", marks=pytest.mark.xfail(strict=True, reason=LEGACY_SYMBOLIC)),
+    "N",
     1,
     2,
 ])
