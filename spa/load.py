@@ -161,9 +161,13 @@ def _fill_unknown(shapes, proto, graph, concrete, where):
                               for d, k in zip(shapes[n], known[n]))
         elif n in known:
             shapes[n] = known[n]
-    missing = [n for n in names if n not in shapes]
+    missing = [n for n in names if unknown(n)]
     if missing:
-        shapes.update(_run_shapes(proto, concrete, missing))
+        for n, dims in _run_shapes(proto, concrete, missing).items():
+            old = shapes.get(n)
+            keep = old is not None and len(old) == len(dims)
+            shapes[n] = tuple(o if keep and isinstance(o, str) and o in symbols else d
+                              for o, d in zip(old if keep else dims, dims))
 
 
 def _run_shapes(proto, concrete, names) -> dict:
