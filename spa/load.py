@@ -17,7 +17,8 @@ from .errors import ModelError, UsageError
 class Model:
     """A loaded model: the original proto, its graphsurgeon graph and tensor shapes.
 
-    `shapes` maps tensor name to a tuple of dims; a dim is an int, a symbol (str) or None.
+    `shapes` maps tensor name to a tuple of dims at the concrete input shapes (dynamic
+    input dims are 1 unless given); a dim ONNX cannot infer is a str or None.
     `input_shapes` holds concrete shapes for the graph inputs, used to run the model.
     """
 
@@ -87,7 +88,7 @@ def load(src, input_shapes=None) -> Model:
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
     concrete = _concrete_inputs(proto, input_shapes)
-    inferred = _infer(proto, input_shapes, where)
+    inferred = _infer(proto, concrete, where)
     graph = gs.import_onnx(inferred)
     shapes = _collect_shapes(inferred, graph)
     _fill_unknown(shapes, proto, graph, concrete, where)
@@ -111,7 +112,7 @@ def _concrete_inputs(proto, overrides) -> dict:
 
 
 def _infer(proto, overrides, where) -> onnx.ModelProto:
-    """Shape inference on a copy whose inputs given by --input-shape are made concrete."""
+    """Shape inference on a copy whose inputs are made concrete."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     del model.graph.value_info[:]
@@ -142,32 +143,15 @@ def _collect_shapes(proto, graph) -> dict:
 
 
 def _fill_unknown(shapes, proto, graph, concrete, where):
-    """Fill dims ONNX left unknown: first from inference with every input concrete
-    (dynamic dims 1), then, for tensors still unknown, from one onnxruntime run.
-    Symbols of the graph inputs (a dynamic batch) are kept."""
-    symbols = {d.dim_param for vi in proto.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
-
+    """Tensors ONNX inference left without concrete dims get them from one
+    onnxruntime run at the concrete input shapes."""
     def unknown(name):
         dims = shapes.get(name)
-        return dims is None or any(d is None or (isinstance(d, str) and d not in symbols) for d in dims)
+        return dims is None or not all(isinstance(d, int) for d in dims)
 
     names = [n for n, t in graph.tensors().items() if isinstance(t, gs.Variable) and t.inputs and unknown(n)]
-    if not names:
-        return
-    known = _collect_shapes(_infer(proto, concrete, where), graph)
-    for n in names:
-        if n in known and n in shapes and len(known[n]) == len(shapes[n]):
-            shapes[n] = tuple(k if (d is None or (isinstance(d, str) and d not in symbols)) else d
-                              for d, k in zip(shapes[n], known[n]))
-        elif n in known:
-            shapes[n] = known[n]
-    missing = [n for n in names if unknown(n)]
-    if missing:
-        for n, dims in _run_shapes(proto, concrete, missing).items():
-            old = shapes.get(n)
-            keep = old is not None and len(old) == len(dims)
-            shapes[n] = tuple(o if keep and isinstance(o, str) and o in symbols else d
-                              for o, d in zip(old if keep else dims, dims))
+    if names:
+        shapes.update(_run_shapes(proto, concrete, names))
 
 
 def _run_shapes(proto, concrete, names) -> dict:
