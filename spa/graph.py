@@ -25,6 +25,7 @@ class ChannelGraph:
     ctx: Ctx
     g: nx.MultiGraph
     flows: list  # (gs node, rule or None, Flow) in graph order
+    same: list  # (space, space, reason): axes that must keep equal sizes
 
 
 def build(model: Model) -> ChannelGraph:
@@ -52,7 +53,8 @@ def build(model: Model) -> ChannelGraph:
         for axis in range(ctx.rank(t) or 0):
             if (t.name, axis) in g:
                 g.nodes[(t.name, axis)]["blockers"].append(f"'{t.name}' is a {where}")
-    return ChannelGraph(model, ctx, g, flows)
+    same = [c for _, _, flow in flows for c in flow.same]
+    return ChannelGraph(model, ctx, g, flows, same)
 
 
 def _add_space(g, ctx, s):

@@ -95,6 +95,7 @@ def find_groups(cg: ChannelGraph, exclude=()) -> list[Group]:
             groups[gid].spaces[s] = (pos, chan_of[labs[pos]])
     for gr in groups:
         _annotate(cg, gr, exclude)
+    _enforce_same_size(cg, groups)
     _attribute_macs(cg, groups)
     return groups
 
@@ -114,6 +115,16 @@ def _annotate(cg, group, exclude):
         if hit:
             reasons.insert(0, f"excluded: '{hit}' matches --exclude")
     group.blockers = reasons
+
+
+def _enforce_same_size(cg, groups):
+    """Block a group that would shrink one of two tied axes more than the other."""
+    for sa, sb, why in cg.same:
+        for gr in groups:
+            na = len(gr.spaces[sa][0]) if sa in gr.spaces else 0
+            nb = len(gr.spaces[sb][0]) if sb in gr.spaces else 0
+            if na != nb and why not in gr.blockers:
+                gr.blockers.append(why)
 
 
 def _users(cg, name):

@@ -77,6 +77,7 @@ class Flow:
         self.handled: set = set()
         self.roles: dict = {}
         self.reasons: dict = {}
+        self.same: list = []  # (space, space, reason): must keep the same number of elements
 
     def space(self, t, axis):
         """(name, axis) with the axis made non-negative, or None when the size is unknown."""
@@ -135,6 +136,13 @@ class Flow:
         if s is not None:
             self.handled.add(s)
 
+    def same_size(self, a, a_axis, b, b_axis, reason):
+        """Two axes that must shrink alike, e.g. a dim read by Shape into a Reshape target."""
+        sa, sb = self.space(a, a_axis), self.space(b, b_axis)
+        if sa is not None and sb is not None:
+            self.same.append((sa, sb, reason))
+            self.handled.update((sa, sb))
+
     def refuse(self, t, axis, reason):
         """Leave an axis unhandled, with the reason analyze will show."""
         s = self.space(t, axis)
@@ -177,3 +185,52 @@ def broadcast(flow: Flow, inputs, out):
                 flow.handle(t, k)
             elif isinstance(d, int) and d == o:
                 flow.identity(t, k, out, j)
+
+
+def shape_source(ctx, t, pos):
+    """Where entry `pos` of a 1-D shape vector computed at run time comes from.
+
+    Follows Cast, Identity, Unsqueeze, Squeeze, Concat, Gather and Slice back to a
+    Shape node. Returns (tensor, axis) whose dim the entry copies, or None.
+    """
+    for _ in range(64):
+        if ctx.const(t) is not None or len(t.inputs) != 1:
+            return None
+        node = t.inputs[0]
+        op, ins = node.op, node.inputs
+        if op in ("Cast", "Identity", "Unsqueeze", "Squeeze"):
+            if op in ("Unsqueeze", "Squeeze") and (ctx.rank(ins[0]) or 0) > 1:
+                return None
+            t = ins[0]
+        elif op == "Concat":
+            for part in ins:
+                n = (ctx.shape(part) or (1,))[0] if ctx.rank(part) else 1
+                if not isinstance(n, int):
+                    return None
+                if pos < n:
+                    t = part
+                    break
+                pos -= n
+            else:
+                return None
+        elif op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
+            idx = ctx.ints(ins[1])
+            n = (ctx.shape(ins[0]) or (None,))[0]
+            if idx is None or not isinstance(n, int) or pos >= len(idx):
+                return None
+            t, pos = ins[0], idx[pos] % n
+        elif op == "Slice" and len(ins) >= 3:
+            starts, steps = ctx.ints(ins[1]), ctx.ints(ins[4]) if len(ins) > 4 and ins[4].name else [1]
+            n = (ctx.shape(ins[0]) or (None,))[0]
+            if starts is None or steps != [1] or len(starts) != 1 or not isinstance(n, int):
+                return None
+            t, pos = ins[0], min(max(starts[0] + n if starts[0] < 0 else starts[0], 0), n) + pos
+        elif op == "Shape":
+            rank = ctx.rank(ins[0])
+            if rank is None:
+                return None
+            start = int(node.attrs.get("start", 0))
+            return ins[0], (start % (rank + 1) if start < 0 else start) + pos
+        else:
+            return None
+    return None

@@ -19,10 +19,17 @@ class Constant(Rule):
             flow.handle(y, axis)
 
 
+# ops a dims vector may pass through on its way to a shape target, and the input it uses
+SHAPE_PASS = {"Cast": 0, "Identity": 0, "Unsqueeze": 0, "Squeeze": 0, "Concat": None, "Gather": 0, "Slice": 0}
+SHAPE_TARGETS = {"Reshape": 1, "Expand": 1}
+
+
 @register
 class Shape(Rule):
-    """Shape reads dims. When every consumer picks dims by constant index (Gather or
-    Slice), the dims it never reads are free to change; all others are refused."""
+    """Shape reads dims. Dims that only feed Reshape or Expand targets are free to
+    change: those rules tie each target entry to the dim it copies. Otherwise, when
+    every consumer picks dims by constant index, the dims never read are free; all
+    others are refused."""
 
     ops = ("Shape",)
 
@@ -30,6 +37,10 @@ class Shape(Rule):
         x = node.inputs[0]
         rank = flow.ctx.rank(x)
         if not rank:
+            return
+        if _only_targets(node.outputs[0]):
+            for a in range(rank):
+                flow.handle(x, a)
             return
         start = int(node.attrs.get("start", 0)) % (rank + 1)
         end = int(node.attrs.get("end", rank))
@@ -40,6 +51,22 @@ class Shape(Rule):
                 flow.refuse(x, a, f"Shape reads dim {a} at run time")
             else:
                 flow.handle(x, a)
+
+
+def _only_targets(t, depth=0):
+    """True when every use of a dims vector ends as the shape input of Reshape/Expand."""
+    if depth > 32:
+        return False
+    for user in t.outputs:
+        uses = [i for i, x in enumerate(user.inputs) if x is t]
+        if user.op in SHAPE_TARGETS and uses == [SHAPE_TARGETS[user.op]]:
+            continue
+        want = SHAPE_PASS.get(user.op, -1)
+        if want == -1 or (want is not None and uses != [want]):
+            return False
+        if not all(_only_targets(o, depth + 1) for o in user.outputs):
+            return False
+    return True
 
 
 def _dims_read(out, ctx, dims):

@@ -10,7 +10,7 @@ takes blocks of the input. The other axes of a merge or split are refused.
 
 import numpy as np
 
-from .base import Rule
+from .base import Rule, shape_source
 from .registry import register
 
 
@@ -89,6 +89,21 @@ def shape_spec(node, ctx):
     return spec, pieces
 
 
+def runtime_dims(flow, target, y, spec):
+    """Entries of a shape target known only at run time: one copied from a Shape
+    ties that dim to the output axis; any other refuses the axis."""
+    for b, s in enumerate(spec):
+        if s is not None or flow.space(y, b) is None:
+            continue
+        src = shape_source(flow.ctx, target, b)
+        if src is not None:
+            flow.same_size(src[0], src[1], y, b, f"{flow.node.op} '{flow.node.name}' copies dim {src[1]} of "
+                                                   f"'{src[0].name}' into axis {b}")
+        elif flow.space(y, b) in flow.handled:
+            flow.handled.discard(flow.space(y, b))
+            flow.refuse(y, b, f"{flow.node.op} size of axis {b} is computed at run time")
+
+
 @register
 class Reshape(Rule):
     ops = ("Reshape",)
@@ -100,10 +115,7 @@ class Reshape(Rule):
         if xs is None or ys is None or spec is None or len(spec) != len(ys):
             return
         couple_segments(flow, x, y, xs, ys)
-        for b, s in enumerate(spec):
-            if s is None and flow.space(y, b) in flow.handled:
-                flow.handled.discard(flow.space(y, b))
-                flow.refuse(y, b, f"Reshape size of axis {b} is computed at run time")
+        runtime_dims(flow, node.inputs[1], y, spec)
 
     def shrink(self, node, ctx, keep):
         y = node.outputs[0]
