@@ -29,6 +29,7 @@ class Model:
     path: str | None = None
     opset: int = 0
     file_size: int = 0
+    dynamic: set = field(default_factory=set)  # (tensor, axis) whose size follows a dynamic input dim
     _consts: dict = field(default_factory=dict, repr=False)
 
 
@@ -91,9 +92,10 @@ def load(src, input_shapes=None) -> Model:
     inferred = _infer(proto, concrete, where)
     graph = gs.import_onnx(inferred)
     shapes = _collect_shapes(inferred, graph)
-    _fill_unknown(shapes, proto, graph, concrete, where)
+    _fill_unknown(shapes, proto, graph, concrete)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return Model(proto, graph, shapes, concrete, path, opset, size)
+    dynamic = _dynamic_axes(proto, graph, shapes, concrete, where)
+    return Model(proto, graph, shapes, concrete, path, opset, size, dynamic)
 
 
 def _concrete_inputs(proto, overrides) -> dict:
@@ -142,7 +144,24 @@ def _collect_shapes(proto, graph) -> dict:
     return shapes
 
 
-def _fill_unknown(shapes, proto, graph, concrete, where):
+def _dynamic_axes(proto, graph, shapes, concrete, where) -> set:
+    """Axes whose size follows a dynamic input dim (batch, sequence): those that change
+    when every dynamic input dim grows by one."""
+    bumped = {}
+    for vi in proto.graph.input:
+        if vi.name in concrete:
+            dims = vi.type.tensor_type.shape.dim
+            bumped[vi.name] = tuple(v if d.HasField("dim_value") and d.dim_value > 0 else v + 1
+                                    for d, v in zip(dims, concrete[vi.name]))
+    if bumped == concrete:
+        return set()
+    other = _collect_shapes(_infer(proto, bumped, where), graph)
+    _fill_unknown(other, proto, graph, bumped)
+    return {(n, a) for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
+            for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
+
+
+def _fill_unknown(shapes, proto, graph, concrete):
     """Tensors ONNX inference left without concrete dims get them from one
     onnxruntime run at the concrete input shapes."""
     def unknown(name):

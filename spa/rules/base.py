@@ -33,6 +33,10 @@ class Ctx:
             return tuple(t.shape)
         return self.model.shapes.get(t.name)
 
+    def dynamic(self, t, axis) -> bool:
+        """True when the axis size follows a dynamic input dim (batch, sequence)."""
+        return (t.name, axis) in self.model.dynamic
+
     def rank(self, t) -> int | None:
         s = self.shape(t)
         return None if s is None else len(s)

@@ -48,20 +48,29 @@ def couple_segments(flow, x, y, xs, ys):
         if d == 1:
             flow.handle(x, a)
     for ax, ay in segments(xs, ys):
-        big_x = [a for a in ax if xs[a] != 1]
-        big_y = [b for b in ay if ys[b] != 1]
+        big_x = _fixed_first([a for a in ax if xs[a] != 1], x, flow.ctx)
+        big_y = _fixed_first([b for b in ay if ys[b] != 1], y, flow.ctx)
         if len(big_x) == 1 and len(big_y) == 1:
             flow.identity(x, big_x[0], y, big_y[0])
         elif len(big_y) == 1 and big_x:
-            sizes = [xs[a] for a in big_x]
-            flow.pairs(x, big_x[0], y, big_y[0], strided(sizes, 0), np.arange(ys[big_y[0]]))
+            order = sorted(big_x)
+            flow.pairs(x, big_x[0], y, big_y[0], strided([xs[a] for a in order], order.index(big_x[0])),
+                       np.arange(ys[big_y[0]]))
             for a in big_x[1:]:
                 flow.refuse(x, a, f"{flow.node.op} merges axis {a} into axis {big_y[0]}")
         elif len(big_x) == 1 and big_y:
-            sizes = [ys[b] for b in big_y]
-            flow.pairs(y, big_y[0], x, big_x[0], strided(sizes, 0), np.arange(xs[big_x[0]]))
+            order = sorted(big_y)
+            flow.pairs(y, big_y[0], x, big_x[0], strided([ys[b] for b in order], order.index(big_y[0])),
+                       np.arange(xs[big_x[0]]))
             for b in big_y[1:]:
                 flow.refuse(y, b, f"{flow.node.op} splits axis {big_x[0]} into axis {b}")
+
+
+def _fixed_first(axes, t, ctx):
+    """Axes of a merge or split, the outermost fixed-size one first: a dynamic batch
+    merged with heads must not take the heads' place."""
+    fixed = [a for a in axes if not ctx.dynamic(t, a)]
+    return fixed[:1] + [a for a in axes if a not in fixed[:1]] if fixed else axes
 
 
 def shape_spec(node, ctx):
