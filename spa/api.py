@@ -46,7 +46,7 @@ def _group_infos(cg, groups, macs):
         reason = "; ".join(gr.blockers[:3]) + (f" (+{len(gr.blockers) - 3} more)" if len(gr.blockers) > 3 else "")
         span = max(int(np.bincount(ch).max()) for _, ch in gr.spaces.values())
         infos.append(GroupInfo(gr.id, gr.channels, members, tuple(nodes),
-                               gr.macs / macs if macs else 0.0, gr.prunable, reason, span))
+                               gr.macs / macs if macs else 0.0, gr.prunable, reason, span, gr.kind))
     return tuple(infos)
 
 
@@ -67,10 +67,18 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
                     tuple(sorted(missing.items())))
 
 
-def _check_args(ratio, target_macs, round_to, reduce):
-    if (ratio is None) == (target_macs is None):
-        raise UsageError("give exactly one of --ratio or --target-macs")
-    for name, v in (("--ratio", ratio), ("--target-macs", target_macs)):
+KINDS = ("heads", "mlp", "hidden")
+
+
+def _check_args(ratio, target_macs, round_to, reduce, kinds):
+    if target_macs is not None and (ratio is not None or kinds):
+        raise UsageError("--target-macs cannot be combined with --ratio, --heads, --mlp or --hidden")
+    if ratio is None and target_macs is None and not kinds:
+        raise UsageError("give --ratio, --target-macs, or a per-kind ratio (--heads, --mlp, --hidden)")
+    bad = set(kinds) - set(KINDS)
+    if bad:
+        raise UsageError(f"unknown group kind(s) {', '.join(sorted(bad))}; choose from {', '.join(KINDS)}")
+    for name, v in [("--ratio", ratio), ("--target-macs", target_macs)] + [(f"--{k}", v) for k, v in kinds.items()]:
         if v is not None and not 0 < v < 1:
             raise UsageError(f"{name} must be between 0 and 1 (exclusive), got {v}")
     if round_to < 1:
@@ -113,7 +121,7 @@ def write_atomic(proto: onnx.ModelProto, output: str) -> int:
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
           global_ranking=False, round_to=1, exclude=(), input_shapes=None, seed=0,
-          force=False) -> PruneResult:
+          force=False, kinds=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -130,11 +138,16 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         input_shapes: concrete shapes for dynamic inputs.
         seed: seed of the random criterion and of verification inputs.
         force: overwrite an existing output.
+        kinds: per-kind ratios, e.g. {"heads": 0.25, "mlp": 0.5, "hidden": 0.0}, overriding
+            `ratio` for groups of that kind (local ranking only).
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto.
     """
-    _check_args(ratio, target_macs, round_to, reduce)
+    kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
+    _check_args(ratio, target_macs, round_to, reduce, kinds)
+    if kinds and global_ranking:
+        raise UsageError("per-kind ratios (--heads, --mlp, --hidden) work with local ranking only")
     _check_output(model, output, force)
     times = {}
     t = time.perf_counter()
@@ -157,7 +170,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     if target_macs is not None or global_ranking:
         plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs)
     else:
-        plan = local_plan(groups, scores, ratio, round_to)
+        plan = local_plan(groups, scores, ratio, round_to, kinds)
     if not plan:
         raise NothingToPrune(f"{m.path or '<model>'}: the settings remove no channel")
     removed = removed_elements(groups, plan)
@@ -180,5 +193,6 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     lap("stats")
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
                     for g in groups if g.id in plan)
+    exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
-                       sum(not g.prunable for g in groups), len(scores), verdict, times, sinks, pruned)
+                       sum(not g.prunable for g in groups), len(scores), verdict, times, sinks, pruned, exact)

@@ -65,6 +65,9 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.argument("output", required=False, type=click.Path(dir_okay=False))
 @click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
 @click.option("--target-macs", type=float, help="Prune globally until MACs fall by this share.")
+@click.option("--heads", type=float, help="Ratio for attention-head groups (overrides --ratio).")
+@click.option("--mlp", type=float, help="Ratio for plain channel groups: conv channels, MLP width.")
+@click.option("--hidden", type=float, help="Ratio for groups that pass a norm (transformer hidden size).")
 @click.option("--criterion", default="l2", show_default=True, type=click.Choice(sorted(CRITERIA)))
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
@@ -74,12 +77,13 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @_common
 @_run
-def prune(model, output, ratio, target_macs, criterion, reduce, global_ranking, round_to, seed, force,
+def prune(model, output, ratio, target_macs, heads, mlp, hidden, criterion, reduce, global_ranking, round_to, seed, force,
           input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
-                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force)
+                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
+                       kinds={"heads": heads, "mlp": mlp, "hidden": hidden})
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
 
 

@@ -1,7 +1,7 @@
 """The channel dependency graph: a networkx MultiGraph of spaces (tensor, axis).
 
 Nodes carry `size`, `param` (the tensor is a constant), `weight` (a floating-point
-constant), `role` (see rules.base.ROLES)
+constant), `role` (see rules.base.ROLES), `lossy` (a norm mixes its channels), `tag`
 and `blockers` (reasons this space cannot be pruned). Each edge is one rule link with
 index arrays `ia`/`ib`: element ia[k] of space `a` goes with ib[k] of the other end
 (networkx does not keep the order of an edge's ends, so `a` records it).
@@ -43,11 +43,16 @@ def build(model: Model) -> ChannelGraph:
             for s in (sa, sb):
                 _add_space(g, ctx, s)
             g.add_edge(sa, sb, a=sa, ia=ia, ib=ib, node=node.name)
+    for node, rule, flow in flows:
+        _block_untouched(g, ctx, node, rule, flow)
         for s, role in flow.roles.items():
             if s in g and g.nodes[s]["param"]:
                 g.nodes[s]["role"] = role
-    for node, rule, flow in flows:
-        _block_untouched(g, ctx, node, rule, flow)
+        for s in flow.lossy & set(g.nodes):
+            g.nodes[s]["lossy"] = True
+        for s, tag in flow.tags.items():
+            if s in g:
+                g.nodes[s]["tag"] = tag
     for t, where in [(t, "graph input") for t in model.graph.inputs] + \
                     [(t, "graph output") for t in model.graph.outputs]:
         for axis in range(ctx.rank(t) or 0):
@@ -64,7 +69,8 @@ def _add_space(g, ctx, s):
     t = ctx.tensors[name]
     value = ctx.const(t)
     g.add_node(s, size=ctx.dim(t, axis), param=value is not None,
-               weight=value is not None and value.dtype.kind == "f", role=None, blockers=[])
+               weight=value is not None and value.dtype.kind == "f", role=None, blockers=[],
+               lossy=False, tag=None)
 
 
 def _block_untouched(g, ctx, node, rule, flow):

@@ -24,6 +24,7 @@ class Group:
     spaces: dict  # space -> (element indices, channel index of each element)
     blockers: list = field(default_factory=list)
     macs: float = 0.0
+    kind: str = "mlp"  # "heads" (attention heads), "hidden" (through a norm), "mlp" (any other)
 
     @property
     def prunable(self) -> bool:
@@ -115,6 +116,9 @@ def _annotate(cg, group, exclude):
         if hit:
             reasons.insert(0, f"excluded: '{hit}' matches --exclude")
     group.blockers = reasons
+    nodes = [g.nodes[s] for s in group.spaces]
+    group.kind = "hidden" if any(n["lossy"] for n in nodes) else \
+        "heads" if any(n["tag"] == "heads" for n in nodes) else "mlp"
 
 
 def _enforce_same_size(cg, groups):

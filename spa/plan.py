@@ -37,13 +37,15 @@ def chunks(order, n, round_to):
     return steps
 
 
-def local_plan(groups, scores, ratio, round_to) -> dict:
+def local_plan(groups, scores, ratio, round_to, kind_ratios=None) -> dict:
+    """`kind_ratios` ({"heads": r, ...}) overrides `ratio` for groups of that kind."""
     plan = {}
     for gr in groups:
-        if gr.id not in scores:
+        r = (kind_ratios or {}).get(gr.kind, ratio)
+        if gr.id not in scores or not r:
             continue
         order = np.argsort(scores[gr.id], kind="stable")
-        drop = gr.channels - keep_count(gr.channels, ratio, round_to)
+        drop = gr.channels - keep_count(gr.channels, r, round_to)
         if drop > 0:
             plan[gr.id] = np.sort(order[:drop])
     return plan

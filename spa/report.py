@@ -43,11 +43,11 @@ def analysis_text(an, verbose=False) -> str:
     for g in an.groups:
         members = ", ".join(g.members[:3]) + (f" +{len(g.members) - 3}" if len(g.members) > 3 else "")
         status = "prunable" if g.prunable else "blocked"
-        rows.append((g.id, g.channels, f"{g.macs_share * 100:.1f}%", status, members,
+        rows.append((g.id, g.kind, g.channels, f"{g.macs_share * 100:.1f}%", status, members,
                      "" if g.prunable else g.reason))
     head = (f"{an.model}: {len(an.groups)} groups, {len(an.prunable)} prunable; "
             f"{human(an.stats.params)} parameters, {human(an.stats.macs)} MACs")
-    text = head + "\n\n" + table(rows, ("id", "channels", "MACs", "status", "members", "reason"))
+    text = head + "\n\n" + table(rows, ("id", "kind", "channels", "MACs", "status", "members", "reason"))
     if an.blocked_ops:
         text += "\n\nops without a rule (they block their channels): " + ", ".join(
             f"{op} x{n}" for op, n in an.blocked_ops)

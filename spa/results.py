@@ -17,6 +17,7 @@ class GroupInfo:
     prunable: bool
     reason: str  # why it is blocked; "" when prunable
     elements: int  # largest number of elements one channel spans in a single tensor axis
+    kind: str  # "heads", "hidden" (passes a norm: pruning is not exactly zeroing) or "mlp"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class PruneResult:
     timings: dict = field(default_factory=dict)
     sinks: tuple = ()  # (tensor, axis, removed indices) read by removed channels: the oracle's mask
     model: object = field(default=None, repr=False, compare=False)  # the pruned onnx.ModelProto
+    exact: bool = True  # every pruned group is equivalent to zeroing (no "hidden" group)
 
     @property
     def macs_reduction(self):

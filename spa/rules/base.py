@@ -82,6 +82,8 @@ class Flow:
         self.roles: dict = {}
         self.reasons: dict = {}
         self.same: list = []  # (space, space, reason): must keep the same number of elements
+        self.lossy: set = set()  # handled spaces whose pruning changes more than zeroing would
+        self.tags: dict = {}  # space -> tag ("heads")
 
     def space(self, t, axis):
         """(name, axis) with the axis made non-negative, or None when the size is unknown."""
@@ -139,6 +141,19 @@ class Flow:
         s = self.space(t, axis)
         if s is not None:
             self.handled.add(s)
+
+    def approximate(self, t, axis):
+        """Handle an axis whose channels are mixed by statistics (a norm's mean and
+        variance): pruning it is allowed but is not equivalent to zeroing."""
+        s = self.space(t, axis)
+        if s is not None:
+            self.handled.add(s)
+            self.lossy.add(s)
+
+    def tag(self, t, axis, tag):
+        s = self.space(t, axis)
+        if s is not None:
+            self.tags[s] = tag
 
     def same_size(self, a, a_axis, b, b_axis, reason):
         """Two axes that must shrink alike, e.g. a dim read by Shape into a Reshape target."""

@@ -66,6 +66,8 @@ class MatMul(Rule):
             flow.param(a, ra - 2, "out")
         else:
             flow.refuse(a, ra - 1, TWO_ACTIVATIONS.format(op="MatMul", axis=ra - 1))
+            for k in range(ry - 2):  # attention: Q.K^T and probs.V batch over heads
+                flow.tag(y, k, "heads")
 
 
 def _matrix(ctx, t):

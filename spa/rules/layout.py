@@ -81,7 +81,11 @@ class Reduce(Rule):
         j = 0
         for a in range(rank):
             if a in axes:
-                flow.refuse(x, a, f"{node.op} reduces axis {a}")
+                if node.op == "ReduceMean" and keepdims:  # a norm's statistics
+                    flow.approximate(x, a)
+                    flow.handle(y, j)
+                else:
+                    flow.refuse(x, a, f"{node.op} reduces axis {a}")
                 j += keepdims
             else:
                 flow.identity(x, a, y, j)

@@ -68,16 +68,24 @@ class GroupNormalization(Rule):
 
 @register
 class LayerNormalization(Rule):
-    """Axes before `axis` pass through; the normalised axes are refused."""
+    """Every axis passes through; the normalised axes only approximately, since the
+    statistics then cover the kept channels alone. Scale and bias follow them."""
 
-    ops = ("LayerNormalization",)
+    ops = ("LayerNormalization", "RMSNormalization")
 
     def couple(self, node, flow):
         x, y = node.inputs[0], node.outputs[0]
         rank = flow.ctx.rank(x) or 0
         start = int(node.attrs.get("axis", -1)) % max(rank, 1)
         for axis in range(rank):
-            if axis < start:
-                flow.identity(x, axis, y, axis)
-            else:
-                flow.refuse(x, axis, f"LayerNormalization normalises over axis {axis}")
+            flow.identity(x, axis, y, axis)
+            if axis >= start:
+                flow.approximate(x, axis)
+                flow.approximate(y, axis)
+        for t in node.inputs[1:3]:
+            if not t.name:
+                continue
+            r = flow.ctx.rank(t) or 0
+            for k in range(r):
+                flow.identity(t, k, y, rank - r + k)
+                flow.param(t, k, "elem")

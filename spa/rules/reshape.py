@@ -10,7 +10,7 @@ takes blocks of the input. The other axes of a merge or split are refused.
 
 import numpy as np
 
-from .base import Rule, shape_source
+from .base import Rule, broadcast, shape_source
 from .registry import register
 
 
@@ -136,15 +136,20 @@ class Reshape(Rule):
             kept = keep.get((y.name, b))
             if kept is not None and s not in (-1, None):
                 new[b] = len(kept)
-        if new == spec:
-            return
-        if pieces is None:
-            ctx.set_input(node, 1, np.asarray(new, dtype=np.int64))
-            return
-        concat = node.inputs[1].inputs[0]
-        for k in sorted({k for (k, _), a, b in zip(pieces, spec, new) if a != b}):
-            vals = [new[i] for i, (kk, _) in enumerate(pieces) if kk == k]
-            ctx.set_input(concat, k, np.asarray(vals, dtype=np.int64))
+        _write_spec(node, ctx, spec, new, pieces)
+
+
+def _write_spec(node, ctx, spec, new, pieces):
+    """Store a changed shape target: the constant itself, or the Concat pieces that changed."""
+    if new == spec:
+        return
+    if pieces is None:
+        ctx.set_input(node, 1, np.asarray(new, dtype=np.int64))
+        return
+    concat = node.inputs[1].inputs[0]
+    for k in sorted({k for (k, _), a, b in zip(pieces, spec, new) if a != b}):
+        vals = [new[i] for i, (kk, _) in enumerate(pieces) if kk == k]
+        ctx.set_input(concat, k, np.asarray(vals, dtype=np.int64))
 
 
 @register
@@ -158,3 +163,27 @@ class Flatten(Rule):
         xs, ys = flow.ctx.shape(x), flow.ctx.shape(y)
         if xs is not None and ys is not None:
             couple_segments(flow, x, y, xs, ys)
+
+
+@register
+class Expand(Rule):
+    """Numpy broadcasting to a target shape; entries that are not 1 follow their axis."""
+
+    ops = ("Expand",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        broadcast(flow, [x], y)
+        spec, _ = shape_spec(node, flow.ctx)
+        if spec is not None:
+            runtime_dims(flow, node.inputs[1], y, [1] * (flow.ctx.rank(y) - len(spec)) + spec)
+
+    def shrink(self, node, ctx, keep):
+        y = node.outputs[0]
+        spec, pieces = shape_spec(node, ctx)
+        if spec is None:
+            return
+        pad = ctx.rank(y) - len(spec)
+        new = [len(keep[(y.name, b + pad)]) if (y.name, b + pad) in keep and s not in (1, None) else s
+               for b, s in enumerate(spec)]
+        _write_spec(node, ctx, spec, new, pieces)

@@ -149,3 +149,48 @@ class Slice(Rule):
         else:
             ctx.set_input(node, 1, np.asarray(new_s, dtype=np.int64))
             ctx.set_input(node, 2, np.asarray(new_e, dtype=np.int64))
+
+
+@register
+class Gather(Rule):
+    """Axes of the data other than the gathered one pass through. A constant table
+    (an embedding) produces the channels it passes."""
+
+    ops = ("Gather",)
+
+    def couple(self, node, flow):
+        data, idx, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        ctx = flow.ctx
+        rank, ri = ctx.rank(data), ctx.rank(idx)
+        if rank is None or ri is None:
+            return
+        axis = int(node.attrs.get("axis", 0)) % rank
+        table = ctx.const(data) is not None
+        for a in range(rank):
+            if a == axis:
+                flow.refuse(data, a, f"Gather picks along axis {a}")
+                continue
+            flow.identity(data, a, y, a if a < axis else a + ri - 1)
+            if table:
+                flow.param(data, a, "out")
+        for k in range(ri):
+            flow.identity(idx, k, y, axis + k)
+
+
+@register
+class Tile(Rule):
+    """An axis repeated r times: element i goes with i, i+n, ..., i+(r-1)n."""
+
+    ops = ("Tile",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        reps = flow.ctx.ints(node.inputs[1])
+        if reps is None:
+            return
+        for a, r in enumerate(reps):
+            n = flow.size(x, a)
+            if r == 1:
+                flow.identity(x, a, y, a)
+            elif n:
+                flow.pairs(x, a, y, a, np.tile(np.arange(n), r), np.arange(n * r))

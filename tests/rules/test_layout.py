@@ -89,13 +89,28 @@ def test_reduce_mean_spatial(keepdims, opset):
 
 
 @pytest.mark.parametrize("opset", [17, 18])
-def test_reduce_mean_over_channels_blocks(opset):
+def test_reduce_mean_over_channels_without_keepdims_blocks(opset):
     def fn(g, x):
         if opset >= 18:
-            return g.op("ReduceMean", [x, g.ints("axes", [1])], keepdims=1), 1
-        return g.op("ReduceMean", [x], axes=[1], keepdims=1), 1
+            return g.op("Unsqueeze", [g.op("ReduceMean", [x, g.ints("axes", [1])], keepdims=0), g.ints("u", [1])]), 1
+        return g.op("Unsqueeze", [g.op("ReduceMean", [x], axes=[1], keepdims=0), g.ints("u", [1])]), 1
 
     _blocked(sandwich(fn, opset=opset), "ReduceMean reduces axis 1")
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_reduce_mean_over_channels_with_keepdims_is_a_norm_statistic(opset):
+    """x - mean_c(x): the channels pass, approximately (the mean covers the kept ones)."""
+    def fn(g, x):
+        axes = dict(axes=[1]) if opset < 18 else {}
+        extra = [g.ints("axes", [1])] if opset >= 18 else []
+        return g.op("Sub", [x, g.op("ReduceMean", [x] + extra, keepdims=1, **axes)]), 8
+
+    m = sandwich(fn, opset=opset)
+    gr = group_with(spa.analyze(m), "conv0_w[0]")
+    assert gr.prunable and gr.kind == "hidden"
+    r = spa.prune(m, ratio=0.3)
+    assert not r.exact and shape(r.model, "conv0_w")[0] == 6
 
 
 def test_reduce_without_axes_reduces_everything():
