@@ -1,0 +1,20 @@
+"""Fused attention ops. SPA prunes heads in the unfused form (MatMul, Softmax,
+Reshape); a fused op hides its head layout in attributes and packed weights, so it
+refuses every axis it touches, saying so."""
+
+from .base import Rule
+from .registry import register
+
+WHY = "fused attention op {op} '{name}': SPA prunes heads only in the unfused form (export without fusion)"
+
+
+@register
+class FusedAttention(Rule):
+    ops = ("com.microsoft::Attention", "com.microsoft::MultiHeadAttention",
+           "com.microsoft::GroupQueryAttention", "Attention")
+
+    def couple(self, node, flow):
+        why = WHY.format(op=node.op, name=node.name)
+        for t in list(node.inputs) + list(node.outputs):
+            for axis in range(flow.ctx.rank(t) or 0):
+                flow.refuse(t, axis, why)
