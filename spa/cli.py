@@ -58,6 +58,8 @@ def analyze(model, input_shapes, exclude, as_json):
     """List the coupled channel groups of MODEL and why any is blocked."""
     an = api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
     click.echo(report.to_json(an.to_dict()) if as_json else report.analysis_text(an))
+    for line in block_warning_lines(model):  # channel counts that miss onnxruntime's NCHWc kernels
+        click.echo(line, err=True)
 
 
 @main.command()
@@ -81,6 +83,12 @@ def prune(model, output, ratio, target_macs, criterion, reduce, global_ranking, 
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
+
+
+from .cli_tools import COMMANDS, block_warning_lines  # noqa: E402  (bench, compare, gate; imports _run above)
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
