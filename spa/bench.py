@@ -140,24 +140,30 @@ class BlockWarning(NamedTuple):
     channels: int
     block: int
     side: str  # "in" or "out"
+    skipped: bool  # True: the NCHWc kernels reject the Conv; False: they pad the channels to the block
 
     def message(self) -> str:
+        what = (f"onnxruntime's blocked NCHWc CPU kernels skip it" if self.skipped else
+                f"onnxruntime's NCHWc kernels pad it to {-(-self.channels // self.block) * self.block}")
         return (f"Conv {self.node!r} has {self.channels} {self.side}put channels, not a multiple of "
-                f"{self.block}: onnxruntime's blocked NCHWc CPU kernels skip it (--round-to {self.block} "
-                f"keeps pruned counts aligned)")
+                f"{self.block}: {what} (--round-to {self.block} keeps pruned counts aligned)")
 
 
 def block_warnings(model, block: int | None = None) -> list:
     """Conv nodes whose channel counts miss onnxruntime's NCHWc kernels (its NchwcTransformer).
+
+    onnxruntime pads counts up to the block where it can: output channels always, input
+    channels when a multiple of 4 (onnxruntime PR #7442). Grouped convs that are not depthwise
+    need every per-group count aligned, else they are skipped.
 
     Args:
         model: path or onnx.ModelProto, pruned or not.
         block: channel block; default: this CPU's (see cpu_block_size). None or 1: no warnings.
 
     Returns:
-        BlockWarning (node, channels, block, side) for each 2-D float Conv with a constant weight
-        whose input channels (when at least one block: fewer are read as NCHW) or output channels
-        are not multiples of the block; for grouped convs, the per-group counts too.
+        BlockWarning (node, channels, block, side, skipped) for each 2-D float Conv with a
+        constant weight and a channel count that is not a multiple of the block. An input
+        count below one block is fine: onnxruntime reads it as plain NCHW.
     """
     proto = read_proto(model)[0]
     block = cpu_block_size() if block is None else block
@@ -177,14 +183,18 @@ def block_warnings(model, block: int | None = None) -> list:
         group = next((a.i for a in n.attribute if a.name == "group"), 1) or 1
         cout, cin = w[0], w[1] * group
         name = n.name or n.output[0]
-        if group == 1:
-            if cin >= block and cin % block:
-                out.append(BlockWarning(name, cin, block, "in"))
-        elif not (w[1] == 1 and cout == group):  # grouped, not depthwise: per-group counts matter
-            if w[1] % block:
-                out.append(BlockWarning(name, w[1], block, "in"))
+        if group > 1 and not (w[1] == 1 and cout == group):  # grouped, not depthwise: per-group counts
+            bad = [(c, side) for c, side in ((w[1], "in"), (cout // group, "out")) if c % block]
+            out += [BlockWarning(name, c, block, side, True) for c, side in bad]
+            continue
+        if group > 1:  # depthwise
+            if cout % block:
+                out.append(BlockWarning(name, cout, block, "out", cout % 4 != 0))
+            continue
+        if block <= cin and cin % block:
+            out.append(BlockWarning(name, cin, block, "in", cin % 4 != 0))
         if cout % block:
-            out.append(BlockWarning(name, cout, block, "out"))
+            out.append(BlockWarning(name, cout, block, "out", False))
     return out
 
 
@@ -211,7 +221,7 @@ def check_settings(s: BenchSettings):
 
 def session_options(s: BenchSettings) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures reach the user as one-line errors, not as onnxruntime's log
     opts.graph_optimization_level = OPT_LEVELS[s.opt_level]
     opts.intra_op_num_threads = s.threads
     opts.inter_op_num_threads = 1

@@ -23,7 +23,7 @@ class OutputFidelity:
     max_abs: float | None  # max |pruned - original|: the atol that would pass
     max_rel: float | None  # max |pruned - original| / |original|: the rtol that would pass
     mean_abs: float | None
-    cosine: float | None  # of the flattened outputs; 1.0 when both are all zero
+    cosine: float | None  # of the flattened outputs; exactly 1.0 when they are identical
     top1: float | None  # classifier outputs ([N, C], C >= 2): share of rows with the same argmax
     top5: float | None  # share of rows whose original top-1 class is in the pruned top 5 (C > 5)
     note: str = ""  # why the metrics are missing
@@ -57,12 +57,13 @@ def load_inputs(path) -> dict:
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file or folder")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise UsageError(f"{path}: expected an .npz archive or a folder of .npy files")
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: not a readable .npz file ({exc})") from exc
+    if not hasattr(data, "files"):
+        raise UsageError(f"{path}: expected an .npz archive or a folder of .npy files")
+    with data:
+        return {k: data[k] for k in data.files}
 
 
 def match_inputs(sess, data: dict, where: str) -> dict:
@@ -141,7 +142,7 @@ def fidelity(name: str, want: np.ndarray, got: np.ndarray | None) -> OutputFidel
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if not finite:
         cos = float("nan")
-    elif na == 0 and nb == 0:
+    elif max_abs == 0:  # identical, or both all zero
         cos = 1.0
     elif na == 0 or nb == 0:
         cos = 0.0
