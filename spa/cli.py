@@ -74,14 +74,17 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--round-to", default=1, show_default=True, type=int, help="Keep channel counts multiples of N.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--external-data", is_flag=True, default=None,
+              help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @_common
 @_run
 def prune(model, output, ratio, target_macs, criterion, reduce, global_ranking, round_to, seed, force,
-          input_shapes, exclude, as_json):
+          external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
-                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force)
+                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
+                       external_data=external_data or None)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
 
 
