@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 
 import numpy as np
 import onnx
 
-from .errors import NothingToPrune, UsageError
+from .errors import ModelError, NothingToPrune, UsageError
+from .external import DataFile
 from .graph import build
 from .groups import find_groups
 from .importance import REDUCTIONS, score
 from .load import load, parse_input_shapes
 from .macs import param_count, total_macs
 from .plan import global_plan, local_plan
-from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats
+from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rewrite import apply, keep_map, removed_elements
 from .rules import rule_for
 from .rules.base import Ctx
-from .verify import random_inputs, run, verify
+from .save import Staged, data_path, write_atomic
+from .verify import random_inputs, run_original
+from .verify import verify as check_pruned
 
 log = logging.getLogger("spa")
+EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
+UNVERIFIED = Verdict(checker=False, runs=False, outputs_match=False, deterministic=False)
 
 
 def _shapes(input_shapes):
@@ -104,24 +108,56 @@ def _check_output(src, output, force):
         raise UsageError(f"{output}: directory {parent} does not exist")
 
 
-def write_atomic(proto: onnx.ModelProto, output: str) -> int:
-    """Write to a temporary file beside `output`, then rename; returns the byte size."""
-    data = proto.SerializeToString()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(output)), suffix=".spa.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return len(data)
+def _check_targets(m, output, external, force):
+    """Refuse to write over the input model or its external data, or over a data file
+    that exists, without --force."""
+    if output is None:
+        return
+    inputs = set(m.store.paths) | ({os.path.realpath(m.path)} if m.path else set())
+    targets = [output] + ([data_path(output)] if external else [])
+    for target in targets:
+        if os.path.realpath(target) in inputs:
+            raise UsageError(f"{target}: writing it would overwrite the input model or its data")
+    if external and os.path.exists(targets[1]) and not force:
+        raise UsageError(f"{targets[1]}: file exists (use --force to overwrite)")
+
+
+def _wants_external(m, external_data) -> bool:
+    if external_data is not None:
+        return bool(external_data)
+    return m.store.data_bytes > EXTERNAL_ABOVE
+
+
+class _Releasing(list):
+    """The groups; iterating them releases mapped external weights before each next
+    group, so scoring holds one group's weights in memory at a time."""
+
+    def __init__(self, groups, release):
+        super().__init__(groups)
+        self._release = release
+
+    def __iter__(self):
+        for g in list.__iter__(self):
+            yield g
+            self._release()
+
+
+class _Clock:
+    def __init__(self):
+        self.times, self.t = {}, time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.times[name] = now - self.t
+        self.t = now
+
+    def skip(self):
+        self.t = time.perf_counter()
 
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
           global_ranking=False, round_to=1, exclude=(), input_shapes=None, seed=0,
-          force=False, kinds=None) -> PruneResult:
+          force=False, kinds=None, external_data=None, verify=True) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -140,31 +176,38 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         force: overwrite an existing output.
         kinds: per-kind ratios, e.g. {"heads": 0.25, "mlp": 0.5, "hidden": 0.0}, overriding
             `ratio` for groups of that kind (local ranking only).
+        external_data: write tensors of 1 KB or more to `<output>.data`; None decides
+            by size (weights over 2 GB). Needs `output`.
+        verify: run the checks of spa.verify before writing (the default).
 
     Returns:
-        A PruneResult; `.model` holds the pruned onnx.ModelProto.
+        A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
+        it refers to the written data file).
     """
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds)
     if kinds and global_ranking:
         raise UsageError("per-kind ratios (--heads, --mlp, --hidden) work with local ranking only")
     _check_output(model, output, force)
-    times = {}
-    t = time.perf_counter()
-
-    def lap(name):
-        nonlocal t
-        now = time.perf_counter()
-        times[name] = now - t
-        t = now
-
+    clock = _Clock()
     m = load(model, _shapes(input_shapes))
-    lap("load")
+    clock.lap("load")
+    external = _wants_external(m, external_data)
+    if external and output is None:
+        raise UsageError("writing external data needs an output path")
+    _check_targets(m, output, external, force)
+    feeds = random_inputs(m.proto, m.input_shapes, seed, m.path or "<model>")
+    reference = None
+    if verify:  # first make sure the original is valid and runs: rules assume a sound model
+        _full_check(m)
+        reference = run_original(_source(m), feeds, m.path or "<model>")
+        clock.lap("reference")
     cg = build(m)
     groups = find_groups(cg, exclude)
-    lap("graph")
+    clock.lap("graph")
     before = _stats(m, cg.ctx, m.file_size)
-    scores = score(cg, groups, criterion, reduce, seed)
+    scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed)
+    m.release()
     if not scores:
         raise NothingToPrune(f"{m.path or '<model>'}: no prunable channel group (see `spa analyze`)")
     if target_macs is not None or global_ranking:
@@ -176,23 +219,68 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     removed = removed_elements(groups, plan)
     sinks = tuple((n, a, tuple(int(i) for i in idx)) for (n, a), idx in sorted(removed.items())
                   if cg.g.nodes[(n, a)]["param"] and cg.g.nodes[(n, a)]["role"] == "in")
-    lap("plan")
-    feeds = random_inputs(m.proto, m.input_shapes, seed)
-    reference = run(m.proto, feeds)
-    lap("reference")
-    pruned = apply(cg, keep_map(cg, removed))
-    lap("rewrite")
-    verdict = verify(m.proto, pruned, feeds, reference, times)
-    t = time.perf_counter()
-    size = pruned.ByteSize()
-    if output is not None:
-        size = write_atomic(pruned, output)
-        lap("write")
-    pm = load(pruned, m.input_shapes)
+    clock.lap("plan")
+    keep = keep_map(cg, removed)
+    if external:
+        pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)
+        pm = load(output, m.input_shapes)
+    else:
+        pruned, verdict, size = _write_proto(m, cg, keep, output, feeds, reference, clock)
+        pm = load(pruned, m.input_shapes)
     after = _stats(pm, Ctx(pm), size)
-    lap("stats")
+    clock.lap("stats")
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
                     for g in groups if g.id in plan)
     exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
-                       sum(not g.prunable for g in groups), len(scores), verdict, times, sinks, pruned, exact)
+                       sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact)
+
+
+def _source(m):
+    """What onnxruntime runs for the original: its file when it has external data."""
+    return m.path if m.external else m.proto
+
+
+def _full_check(m):
+    try:
+        onnx.checker.check_model(m.path if m.external else m.proto, full_check=True)
+    except Exception as exc:  # the checker and strict shape inference raise several types
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+        raise ModelError(f"{m.path or '<model>'}: invalid ONNX model (full check: {text})") from exc
+
+
+def _write_proto(m, cg, keep, output, feeds, reference, clock):
+    """Rewrite in memory, verify (when `reference` is given), then write one file atomically."""
+    pruned = apply(cg, keep)
+    clock.lap("rewrite")
+    verdict = UNVERIFIED
+    if reference is not None:
+        verdict = check_pruned(m.proto, pruned, feeds, reference, clock.times, m.path or "<model>")
+        clock.skip()
+    size = pruned.ByteSize()
+    if output is not None:
+        size = write_atomic(pruned, output)
+        clock.lap("write")
+    return pruned, verdict, size
+
+
+def _write_external(m, cg, keep, output, feeds, reference, clock):
+    """Rewrite straight into a staged model and data file, verify the staged files
+    (when `reference` is given), then move them into place."""
+    with Staged(output) as st:
+        m.sink = DataFile(st.data, m.store.files)
+        try:
+            pruned = apply(cg, keep)
+        finally:
+            m.sink.close()
+            m.sink = None
+        clock.lap("rewrite")
+        size = st.write(pruned)
+        m.release()
+        clock.lap("write")
+        verdict = UNVERIFIED
+        if reference is not None:
+            verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>")
+            clock.skip()
+        st.commit()
+    return pruned, verdict, size

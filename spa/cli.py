@@ -58,6 +58,8 @@ def analyze(model, input_shapes, exclude, as_json):
     """List the coupled channel groups of MODEL and why any is blocked."""
     an = api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
     click.echo(report.to_json(an.to_dict()) if as_json else report.analysis_text(an))
+    for line in block_warning_lines(model):  # channel counts that miss onnxruntime's NCHWc kernels
+        click.echo(line, err=True)
 
 
 @main.command()
@@ -75,16 +77,25 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--round-to", default=1, show_default=True, type=int, help="Keep channel counts multiples of N.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--external-data", is_flag=True, default=None,
+              help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @_common
 @_run
-def prune(model, output, ratio, target_macs, heads, mlp, hidden, criterion, reduce, global_ranking, round_to, seed, force,
-          input_shapes, exclude, as_json):
+def prune(model, output, ratio, target_macs, heads, mlp, hidden, criterion, reduce, global_ranking, round_to,
+          seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
-                       kinds={"heads": heads, "mlp": mlp, "hidden": hidden})
+                       kinds={"heads": heads, "mlp": mlp, "hidden": hidden},
+                       external_data=external_data or None)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
+
+
+from .cli_tools import COMMANDS, block_warning_lines  # noqa: E402  (bench, compare, gate; imports _run above)
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import ModelError, UsageError
+from .external import ExternalValues, Store, attach, bad_name, bind
+
+MAX_ELEMENTS = 2 ** 30  # a run-time tensor larger than this is refused (it could not be verified)
+G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
+G_LOGGER.colors = False
 
 
 @dataclass
@@ -30,7 +36,19 @@ class Model:
     opset: int = 0
     file_size: int = 0
     dynamic: set = field(default_factory=set)  # (tensor, axis) whose size follows a dynamic input dim
+    store: Store | None = None  # external data: lazily mapped, read-only
+    sink: object = None  # the DataFile a rewrite writes large tensors to, if any
     _consts: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def external(self) -> bool:
+        """The model keeps tensor data in files beside it."""
+        return bool(self.store and self.store.paths)
+
+    def release(self):
+        """Drop mapped external data from memory (it is read again when needed)."""
+        if self.store:
+            self.store.files.release()
 
 
 def parse_input_shapes(specs) -> dict:
@@ -48,23 +66,34 @@ def parse_input_shapes(specs) -> dict:
     return out
 
 
-def read_proto(src) -> tuple[onnx.ModelProto, str | None, int]:
-    """Read a model from a path or take a ModelProto as is."""
+def read_proto(src) -> tuple[onnx.ModelProto, str | None, int, Store]:
+    """Read a model from a path or take a ModelProto as is.
+
+    External data is checked (inside the model's folder, present, long enough) but
+    not read, except tensors under external.INLINE_BELOW bytes.
+    """
     if isinstance(src, onnx.ModelProto):
-        return src, None, src.ByteSize()
+        if not src.graph.node:
+            raise ModelError("<model>: the model graph has no nodes")
+        return src, None, src.ByteSize(), attach(src, None, "<model>")
     path = os.fspath(src)
-    if not os.path.isfile(path):
-        raise ModelError(f"{path}: no such file")
-    size = os.path.getsize(path)
-    if size == 0:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        raise ModelError(f"{path}: no such file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path}: not a regular file")
+    if st.st_size == 0:
         raise ModelError(f"{path}: file is empty")
     try:
-        proto = onnx.load(path)
-    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf and onnx raise several types for bad bytes
         raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from exc
     if not proto.graph.node:
         raise ModelError(f"{path}: the model graph has no nodes")
-    return proto, path, size
+    store = attach(proto, os.path.dirname(os.path.abspath(path)), path)
+    size = st.st_size + sum(os.path.getsize(p) for p in sorted(store.paths))
+    return proto, path, size, store
 
 
 def load(src, input_shapes=None) -> Model:
@@ -77,25 +106,61 @@ def load(src, input_shapes=None) -> Model:
     Returns:
         A Model with shapes inferred for every tensor ONNX can infer.
     """
-    proto, path, size = read_proto(src)
+    proto, path, size, store = read_proto(src)
     where = path or "<model>"
     input_shapes = dict(input_shapes or {})
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
+    _check_opsets(proto, where)
+    name = bad_name(proto.graph)
+    if name is not None:
+        raise ModelError(f"{where}: the name {name!r} is not valid UTF-8")
+    try:  # from the file when there is one: the checker looks for external data beside it
+        onnx.checker.check_model(path if store.paths else proto)
+    except Exception as exc:  # ValidationError, and others for odd protos
         raise ModelError(f"{where}: invalid ONNX model ({_first_line(exc)})") from exc
     names = {i.name for i in proto.graph.input}
     unknown = set(input_shapes) - names
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
     concrete = _concrete_inputs(proto, input_shapes)
+    _check_sizes(concrete, (), where)
     inferred = _infer(proto, concrete, where)
-    graph = gs.import_onnx(inferred)
+    try:
+        graph = gs.import_onnx(inferred)
+    except Exception as exc:  # graphsurgeon cannot represent some valid-looking protos
+        raise ModelError(f"{where}: cannot import the graph ({_first_line(exc)})") from exc
+    bind(graph, store)
     shapes = _collect_shapes(inferred, graph)
+    _check_sizes(shapes, _constant_names(graph), where)
     _fill_unknown(shapes, proto, graph, concrete)
+    _check_sizes(shapes, _constant_names(graph), where)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     dynamic = _dynamic_axes(proto, graph, shapes, concrete, where)
-    return Model(proto, graph, shapes, concrete, path, opset, size, dynamic)
+    return Model(proto, graph, shapes, concrete, path, opset, size, dynamic, store)
+
+
+def _check_opsets(proto, where):
+    newest = onnx.defs.onnx_opset_version()
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx") and not 1 <= o.version <= newest:
+            raise ModelError(f"{where}: opset {o.version} of the default domain is not supported "
+                             f"(this onnx knows 1 to {newest})")
+
+
+def _constant_names(graph):
+    return {name for name, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+
+
+def _check_sizes(shapes, consts, where):
+    """Refuse run-time tensors too large to run: a hostile shape would exhaust memory."""
+    for name, shape in shapes.items():
+        if name in consts:
+            continue
+        n = 1
+        for d in shape:
+            n *= d if isinstance(d, int) else 1
+        if n > MAX_ELEMENTS:
+            raise ModelError(f"{where}: tensor '{name}' has shape {list(shape)} ({n} elements); "
+                             f"SPA refuses run-time tensors over {MAX_ELEMENTS} elements")
 
 
 def _concrete_inputs(proto, overrides) -> dict:
@@ -200,7 +265,7 @@ def const_value(tensor) -> np.ndarray | None:
     Handles initializers, `Constant` node outputs and `ConstantOfShape` with a constant shape.
     """
     if isinstance(tensor, gs.Constant):
-        return tensor.values
+        return _values(tensor)
     if len(tensor.inputs) != 1:
         return None
     node = tensor.inputs[0]
@@ -208,15 +273,25 @@ def const_value(tensor) -> np.ndarray | None:
         return _constant_attr(node)
     if node.op == "ConstantOfShape" and isinstance(node.inputs[0], gs.Constant):
         fill = node.attrs.get("value")
-        value = fill.values.reshape(-1)[0] if fill is not None else np.float32(0)
-        return np.full(tuple(node.inputs[0].values.tolist()), value, dtype=np.asarray(value).dtype)
+        value = _values(fill).reshape(-1)[0] if fill is not None else np.float32(0)
+        shape = tuple(int(d) for d in _values(node.inputs[0]).reshape(-1))
+        if min(shape, default=0) < 0 or np.prod(shape, dtype=np.float64) > MAX_ELEMENTS:
+            return None
+        return np.full(shape, value, dtype=np.asarray(value).dtype)
     return None
+
+
+def _values(c: gs.Constant) -> np.ndarray:
+    """A constant's values; external data comes as a fresh read-only memory map each time,
+    so graphsurgeon keeps the lazy reference and the pages can be released."""
+    v = c._values
+    return v.load() if isinstance(v, ExternalValues) else c.values
 
 
 def _constant_attr(node) -> np.ndarray | None:
     attrs = node.attrs
     if "value" in attrs:
-        return attrs["value"].values
+        return _values(attrs["value"])
     for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
                        ("value_int", np.int64), ("value_ints", np.int64)):
         if key in attrs:

@@ -35,7 +35,9 @@ def prune_text(r) -> str:
     ]
     out = table(rows, ("", "before", "after", "change"))
     where = r.output or "(not written)"
-    return f"{out}\n\nverified: checker, onnxruntime run, outputs unchanged, deterministic\nwrote {where}"
+    checks = ("verified: checker, onnxruntime run, outputs unchanged, deterministic" if r.verdict.checker
+              else "not verified")
+    return f"{out}\n\n{checks}\nwrote {where}"
 
 
 def analysis_text(an, verbose=False) -> str:

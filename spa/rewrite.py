@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from .external import WRITE_FROM, ExternalValues, constants
 from .graph import ChannelGraph
 
 
@@ -48,7 +51,7 @@ def apply(cg: ChannelGraph, keep: dict) -> onnx.ModelProto:
 def write_const(ctx, t, value):
     """Store a new value for a parameter wherever it comes from."""
     if isinstance(t, gs.Constant):
-        t.values = value
+        _store(ctx.model, t, value)
         return
     node = t.inputs[0]
     if node.op == "ConstantOfShape":
@@ -62,13 +65,71 @@ def write_const(ctx, t, value):
     node.attrs["value"] = gs.Constant(f"{t.name}_value", np.ascontiguousarray(value))
 
 
+def _store(model, t, value):
+    """A constant's new value; a large one goes straight to the data file being written."""
+    sink = getattr(model, "sink", None)
+    if sink is None or value.nbytes < WRITE_FROM:
+        t.values = value
+        t.data_location = None
+        return
+    old = t._values
+    data_type = old.tensor.data_type if isinstance(old, LazyValues) else onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    offset = sink.put_array(value)
+    t.values = sink.values(t.name, data_type, value.shape, offset, value.nbytes)
+    t.data_location = TensorProto.EXTERNAL
+    model.release()
+
+
+def _to_data_file(graph, sink):
+    """Put every large initializer into the data file being written, copying unchanged
+    external data in chunks; attribute and subgraph tensors stay in the proto."""
+    done = set()
+    for node in graph.nodes:
+        for c in node.inputs:
+            if not isinstance(c, gs.Constant) or id(c) in done:
+                continue
+            done.add(id(c))
+            v = c._values
+            if isinstance(v, ExternalValues) and v.path == sink.path:
+                continue
+            n = v.nbytes
+            if n < WRITE_FROM or (isinstance(v, LazyValues) and not isinstance(v, ExternalValues)
+                                  and v.tensor.data_type == TensorProto.STRING):
+                continue
+            if isinstance(v, ExternalValues):
+                data_type, offset = v.tensor.data_type, sink.put_copy(v.path, v.offset, n)
+            elif isinstance(v, LazyValues):
+                data_type, offset = v.tensor.data_type, sink.put_array(v.load())
+            else:
+                data_type, offset = onnx.helper.np_dtype_to_tensor_dtype(v.dtype), sink.put_array(v)
+            c.values = sink.values(c.name, data_type, v.shape, offset, n)
+            c.data_location = TensorProto.EXTERNAL
+
+
+def _materialise(graph, keep=None):
+    """Read every lazily mapped tensor into memory, except those in the data file `keep`."""
+    for c in constants(graph):
+        v = c._values
+        if isinstance(v, ExternalValues) and v.path != keep:
+            c.values = np.array(v.load())
+            c.data_location = None
+
+
 def export(model, graph) -> onnx.ModelProto:
-    """Export with intermediate shapes dropped and re-inferred; keep model metadata."""
+    """Export with intermediate shapes dropped and re-inferred; keep model metadata.
+
+    With `model.sink` set, large initializers are written to that data file and the
+    returned proto refers to it; otherwise every tensor is held in the proto.
+    """
     io = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
     for name, t in graph.tensors().items():
         if isinstance(t, gs.Variable) and name not in io:
             t.shape = None
     graph.cleanup().toposort()
+    sink = getattr(model, "sink", None)
+    if sink is not None:
+        _to_data_file(graph, sink)
+    _materialise(graph, sink.path if sink is not None else None)
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]
     src = model.proto

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -9,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import ModelError, VerifyError
+from .external import model_tensors
 from .load import load
 from .rewrite import export, write_const
 from .rules.base import Ctx
@@ -18,17 +21,33 @@ NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.floa
             onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
             onnx.TensorProto.INT32: np.int32, onnx.TensorProto.BOOL: np.bool_,
             onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8}
+RUN_TIMEOUT = 600.0  # seconds one onnxruntime run may take before it is stopped
 
 
-def session(proto: onnx.ModelProto, threads: int = 0) -> ort.InferenceSession:
+class RunTimeout(RuntimeError):
+    pass
+
+
+def session(src, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a ModelProto or a model file path.
+
+    A ModelProto that refers to external data is refused: onnxruntime would look for
+    the data relative to the working directory. Run such a model from its file.
+    """
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures reach the user as exceptions, not as onnxruntime's log
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    if isinstance(src, onnx.ModelProto):
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model_tensors(src)):
+            raise ValueError("a model with external data must be run from its file")
+        src = src.SerializeToString()
+    else:
+        src = os.fspath(src)
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0) -> dict:
+def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0, where: str = "<model>") -> dict:
     """Seeded inputs for every graph input (not initializers) with the given concrete shapes."""
     rng = np.random.default_rng(seed)
     inits = {t.name for t in proto.graph.initializer}
@@ -38,7 +57,7 @@ def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0) -> dict:
             continue
         dtype = NP_TYPES.get(vi.type.tensor_type.elem_type)
         if dtype is None:
-            raise ModelError(f"input {vi.name!r} has an element type SPA cannot feed")
+            raise ModelError(f"{where}: input {vi.name!r} has an element type SPA cannot feed")
         shape = shapes[vi.name]
         if dtype == np.bool_:
             feeds[vi.name] = rng.random(shape) > 0.5
@@ -49,10 +68,43 @@ def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0) -> dict:
     return feeds
 
 
-def run(proto, feeds, threads=0) -> dict:
-    sess = session(proto, threads)
+def run(src, feeds, threads=0, repeat=1, timeout=None):
+    """Outputs {name: array} of one run (a list of `repeat` runs of one session).
+
+    A run over `timeout` seconds (RUN_TIMEOUT by default) is stopped: RunTimeout.
+    """
+    sess = session(src, threads)
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
+    limit = RUN_TIMEOUT if timeout is None else timeout
+    outs = []
+    for _ in range(repeat):
+        opts = ort.RunOptions()
+        opts.log_severity_level = 4
+        timer = threading.Timer(limit, lambda o=opts: setattr(o, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            outs.append(dict(zip(names, sess.run(names, feeds, opts))))
+        except Exception as exc:  # onnxruntime errors have no common base class
+            if opts.terminate:
+                raise RunTimeout(f"an onnxruntime run took over {limit:g} s and was stopped") from exc
+            raise
+        finally:
+            timer.cancel()
+    return outs[0] if repeat == 1 else outs
+
+
+def run_original(src, feeds, where) -> dict:
+    """The original model's outputs; a model onnxruntime cannot run is a ModelError."""
+    try:
+        return run(src, feeds)
+    except Exception as exc:  # onnxruntime errors have no common base class
+        raise ModelError(f"{where}: onnxruntime cannot run the original model ({_line(exc)})") from exc
+
+
+def _line(exc) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 def _signature(proto):
@@ -64,31 +116,35 @@ def _signature(proto):
     return out
 
 
-def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds: dict,
-           reference: dict | None = None, timings: dict | None = None) -> Verdict:
+def verify(original, pruned, feeds: dict, reference: dict | None = None,
+           timings: dict | None = None, where: str = "<model>") -> Verdict:
     """Check a pruned model; raise VerifyError naming the first failed check.
 
     Args:
-        original: the unpruned model.
-        pruned: the candidate.
+        original: the unpruned model: a ModelProto or a file path.
+        pruned: the candidate: a ModelProto (run in two sessions) or a file path
+            (one session run twice: loading a large model twice tells little more).
         feeds: inputs to run both on (see random_inputs).
         reference: the original's outputs on `feeds`, if already computed.
         timings: if given, gets "checker" and "onnxruntime" seconds.
+        where: the original's name for error messages.
     """
     t0 = time.perf_counter()
     try:
         onnx.checker.check_model(pruned, full_check=True)
     except Exception as exc:  # checker and shape inference raise several types
-        raise VerifyError(f"pruned model fails onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
-    if _signature(original) != _signature(pruned):
+        raise VerifyError(f"pruned model fails onnx.checker: {_line(exc)}") from exc
+    if _signature(_proto(original)) != _signature(_proto(pruned)):
         raise VerifyError("pruned model declares different output names, types or shapes")
     t1 = time.perf_counter()
     try:
-        first = run(pruned, feeds)
-        second = run(pruned, feeds)
+        if isinstance(pruned, onnx.ModelProto):
+            first, second = run(pruned, feeds), run(pruned, feeds)
+        else:
+            first, second = run(pruned, feeds, repeat=2)
     except Exception as exc:  # onnxruntime errors have no common base class
-        raise VerifyError(f"onnxruntime cannot run the pruned model: {str(exc).splitlines()[0][:300]}") from exc
-    ref = reference if reference is not None else run(original, feeds)
+        raise VerifyError(f"onnxruntime cannot run the pruned model: {_line(exc)}") from exc
+    ref = reference if reference is not None else run_original(original, feeds, where)
     if timings is not None:
         timings.update(checker=t1 - t0, onnxruntime=time.perf_counter() - t1)
     for name, want in ref.items():
@@ -99,6 +155,10 @@ def verify(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds: dict,
         if not np.array_equal(got, second[name], equal_nan=True):
             raise VerifyError(f"output {name!r} is not deterministic")
     return Verdict(checker=True, runs=True, outputs_match=True, deterministic=True)
+
+
+def _proto(src) -> onnx.ModelProto:
+    return src if isinstance(src, onnx.ModelProto) else onnx.load(os.fspath(src), load_external_data=False)
 
 
 def masked(original: onnx.ModelProto, sinks) -> onnx.ModelProto:
