@@ -14,7 +14,9 @@ from .errors import ModelError, NothingToPrune, UsageError
 from .external import DataFile
 from .graph import build
 from .groups import find_groups
+from .compensate import fold_means
 from .importance import REDUCTIONS, score
+from .moments import Moments
 from .load import load, parse_input_shapes
 from .macs import param_count, total_macs
 from .plan import global_plan, local_plan
@@ -157,7 +159,7 @@ class _Clock:
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
           global_ranking=False, round_to=1, exclude=(), input_shapes=None, seed=0,
-          force=False, kinds=None, external_data=None, verify=True) -> PruneResult:
+          force=False, kinds=None, external_data=None, verify=True, compensate=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -179,6 +181,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         external_data: write tensors of 1 KB or more to `<output>.data`; None decides
             by size (weights over 2 GB). Needs `output`.
         verify: run the checks of spa.verify before writing (the default).
+        compensate: fold removed channels' expected contribution into the consumers'
+            biases (data-free OBS update); default on for criterion "obspa".
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
@@ -221,6 +225,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
                   if cg.g.nodes[(n, a)]["param"] and cg.g.nodes[(n, a)]["role"] == "in")
     clock.lap("plan")
     keep = keep_map(cg, removed)
+    if compensate is None:
+        compensate = criterion == "obspa"
+    updates = fold_means(cg, Moments(cg), removed, keep) if compensate else ()
     if external:
         pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)
         pm = load(output, m.input_shapes)
@@ -233,7 +240,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
                     for g in groups if g.id in plan)
     exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
-                       sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact)
+                       sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact, updates)
 
 
 def _source(m):

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import criteria
 from .errors import UsageError
+from .moments import Moments
 
 REDUCTIONS = ("mean", "sum", "max", "first")
 ROLE_ORDER = {"out": 0, "in": 1, "elem": 2, None: 3}
@@ -24,6 +25,10 @@ class Member:
     rows: np.ndarray
     channel: np.ndarray
     channels: int
+    op: str = ""  # op type of the node that uses the parameter
+    slot: int = -1  # which input of that node it is
+    mean: np.ndarray | None = None  # for "in" members: statistics of the input channel each row reads
+    var: np.ndarray | None = None
 
     def per_channel(self, row_values):
         """Sum any per-row values (reduced over the other axes) into channels."""
@@ -31,8 +36,12 @@ class Member:
         return np.bincount(self.channel, weights=flat, minlength=self.channels)
 
 
-def members(cg, group) -> list[Member]:
-    """The group's parameter slices, producers first; running statistics are left out."""
+IN_AXIS = {"Conv": 1, "Gemm": 1, "MatMul": -1}  # channel axis of the data input
+
+
+def members(cg, group, stats=None) -> list[Member]:
+    """The group's parameter slices, producers first; running statistics are left out.
+    With `stats` (moments.Moments), "in" members carry their input channels' statistics."""
     out = []
     for (name, axis), (pos, chan) in group.spaces.items():
         attrs = cg.g.nodes[(name, axis)]
@@ -44,7 +53,16 @@ def members(cg, group) -> list[Member]:
         if len(pos) != value.shape[axis]:
             value = np.take(value, pos, axis=axis)
         rows = np.moveaxis(value, axis, 0)
-        out.append(Member(name, axis, attrs["role"], rows, chan, group.channels))
+        t = cg.ctx.tensors[name]
+        user = t.outputs[0] if t.outputs else None
+        slot = next((i for i, x in enumerate(user.inputs) if x is t), -1) if user is not None else -1
+        m = Member(name, axis, attrs["role"], rows, chan, group.channels, user.op if user else "", slot)
+        if stats is not None and m.role == "in" and slot == 1 and m.op in IN_AXIS:
+            x = user.inputs[0]
+            x_axis = 0 if m.op == "Gemm" and user.attrs.get("transA", 0) else IN_AXIS[m.op]
+            mean, var = stats.at(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
+            m.mean, m.var = mean[pos], var[pos]
+        out.append(m)
     out.sort(key=lambda m: ROLE_ORDER.get(m.role, 3))
     return out
 
@@ -55,11 +73,12 @@ def score(cg, groups, criterion="l2", reduce="mean", seed=0) -> dict:
         raise UsageError(f"unknown reduction {reduce!r}; choose from {', '.join(REDUCTIONS)}")
     fn = criteria.get(criterion)
     rng = np.random.default_rng(seed)
+    stats = Moments(cg) if getattr(fn, "needs_stats", False) else None
     out = {}
     for gr in groups:
         if not gr.prunable:
             continue
-        mem = members(cg, gr)
+        mem = members(cg, gr, stats)
         if not mem:
             out[gr.id] = np.zeros(gr.channels)
             continue

@@ -71,6 +71,7 @@ class PruneResult:
     sinks: tuple = ()  # (tensor, axis, removed indices) read by removed channels: the oracle's mask
     model: object = field(default=None, repr=False, compare=False)  # the pruned onnx.ModelProto
     exact: bool = True  # every pruned group is equivalent to zeroing (no "hidden" group)
+    updates: tuple = ()  # (consumer node, bias shift) folded in by compensation: part of the oracle
 
     @property
     def macs_reduction(self):
@@ -81,7 +82,7 @@ class PruneResult:
         return 1 - self.after.params / self.before.params if self.before.params else 0.0
 
     def to_dict(self):
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates")}
         d = {k: asdict(v) if is_dataclass(v) else v for k, v in d.items()}
         d["changes"] = [asdict(c) for c in self.changes]
         d["macs_reduction"] = self.macs_reduction

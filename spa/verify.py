@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .compensate import apply_shift
 from .errors import ModelError, VerifyError
 from .external import model_tensors
 from .load import load
@@ -161,12 +162,13 @@ def _proto(src) -> onnx.ModelProto:
     return src if isinstance(src, onnx.ModelProto) else onnx.load(os.fspath(src), load_external_data=False)
 
 
-def masked(original: onnx.ModelProto, sinks) -> onnx.ModelProto:
+def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
     """The original model with every removed channel's consumer slices zeroed.
 
     Args:
         original: the unpruned model.
         sinks: (tensor name, axis, indices) of the parameter slices that read removed channels.
+        updates: (node name, bias shift) pairs a compensated prune applied (PruneResult.updates).
 
     Returns:
         A model whose outputs should equal the pruned model's.
@@ -180,4 +182,7 @@ def masked(original: onnx.ModelProto, sinks) -> onnx.ModelProto:
         index[axis] = np.asarray(idx)
         value[tuple(index)] = 0
         write_const(ctx, t, value)
+    nodes = {n.name: n for n in model.graph.nodes}
+    for name, shift in updates:
+        apply_shift(ctx, nodes[name], np.asarray(shift))
     return export(model, model.graph)

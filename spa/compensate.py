@@ -1,0 +1,99 @@
+"""Data-free compensation: fold the expected contribution of removed channels into
+the consumers' biases (the mean part of the OBS update; see docs/obspa.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .rewrite import write_const
+
+IN_AXIS = {"Conv": 1, "Gemm": 1, "MatMul": -1}
+
+
+def bias_of(node):
+    """(holder node, input slot) where the node's output bias lives, or None.
+    Conv and Gemm hold it themselves (the slot may not exist yet); MatMul's is a
+    constant added right after it."""
+    if node.op in ("Conv", "Gemm"):
+        return node, 2
+    if node.op == "MatMul":
+        users = node.outputs[0].outputs
+        if len(users) == 1 and users[0].op == "Add":
+            add = users[0]
+            other = 1 if add.inputs[0] is node.outputs[0] else 0
+            if isinstance(add.inputs[other], gs.Constant):
+                return add, other
+    return None
+
+
+def mean_shift(node, w, idx, mean):
+    """Expected change of the node's output per output channel when input channels
+    `idx` (with means `mean[idx]`) are removed."""
+    if node.op == "Conv":
+        return np.einsum("ock,c->o", w[:, idx].reshape(w.shape[0], len(idx), -1), mean[idx])
+    if node.op == "Gemm":
+        wt = w.T if node.attrs.get("transB", 0) else w
+        return float(node.attrs.get("alpha", 1.0)) * (mean[idx] @ wt[idx])
+    return mean[idx] @ w[idx]
+
+
+def fold_means(cg, stats, removed, keep) -> tuple:
+    """Add each removed input channel's mean contribution to its consumer's bias.
+
+    Args:
+        cg: the channel graph (its constants are updated in place).
+        stats: moments.Moments of the model.
+        removed: {space: removed element indices}.
+        keep: {space: kept indices}, to size a bias created for a pruned output.
+
+    Returns:
+        ((consumer node name, full-size bias shift), ...) for the masked oracle.
+    """
+    ctx, updates = cg.ctx, []
+    for (name, axis), idx in sorted(removed.items()):
+        attrs = cg.g.nodes[(name, axis)]
+        t = ctx.tensors[name]
+        if not attrs["param"] or attrs["role"] != "in" or len(t.outputs) != 1:
+            continue
+        node = t.outputs[0]
+        if node.op not in IN_AXIS or node.inputs[1] is not t or (node.op == "Conv" and node.attrs.get("group", 1) != 1):
+            continue
+        if node.op == "Gemm" and node.attrs.get("transA", 0):
+            continue
+        w = ctx.const(t).astype(np.float64)
+        if w.ndim != 2 and node.op != "Conv":
+            continue
+        x = node.inputs[0]
+        mean, _ = stats.at(x, IN_AXIS[node.op] % (ctx.rank(x) or 1), w.shape[axis])
+        shift = mean_shift(node, w, np.asarray(idx), mean)
+        if node.op == "Gemm":
+            shift = shift / float(node.attrs.get("beta", 1.0))
+        if np.any(shift) and apply_shift(ctx, node, shift, keep):
+            updates.append((node.name, shift))
+    return tuple(updates)
+
+
+def apply_shift(ctx, node, shift, keep=None) -> bool:
+    """Add `shift` to the node's bias, creating the bias if the node has none."""
+    where = bias_of(node)
+    if where is None:
+        return False
+    holder, slot = where
+    if slot < len(holder.inputs) and holder.inputs[slot].name:
+        t = holder.inputs[slot]
+        old = ctx.const(t)
+        if old is None or old.size not in (1, shift.size):
+            return False
+        new = (np.broadcast_to(old.reshape(-1), shift.shape) + shift).astype(old.dtype).reshape(
+            old.shape if old.size == shift.size else shift.shape)
+        ctx._consts[t.name] = new
+        write_const(ctx, t, new)
+        return True
+    y = node.outputs[0]
+    kept = (keep or {}).get((y.name, 1))
+    value = (shift if kept is None else shift[kept]).astype(np.float32)
+    while len(holder.inputs) < slot:
+        holder.inputs.append(gs.Variable.empty())
+    holder.inputs.append(gs.Constant(f"{node.name}_spa_bias", value))
+    return True

@@ -1,0 +1,214 @@
+"""Data-free channel statistics: the mean and variance of every activation channel,
+propagated through the graph without running it.
+
+BatchNorm and LayerNorm outputs take the statistics the model carries (beta, gamma);
+elementwise activations push a Gaussian through the function by quadrature; linear
+ops assume independent inputs; a float graph input is taken as standardised. A
+tensor whose statistics are unknown gets none, and its consumers fall back to mean 0,
+variance 1 (plain magnitude).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_erf = np.vectorize(math.erf)
+_Z, _W = np.polynomial.hermite_e.hermegauss(24)  # E[f(z)], z ~ N(0, 1) = sum W f(Z) / sqrt(2 pi)
+_W = _W / _W.sum()
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-np.clip(x, -60, 60)))
+
+
+UNARY = {
+    "Relu": lambda x, a: np.maximum(x, 0),
+    "Sigmoid": lambda x, a: _sigmoid(x),
+    "Tanh": lambda x, a: np.tanh(x),
+    "LeakyRelu": lambda x, a: np.where(x > 0, x, a.get("alpha", 0.01) * x),
+    "Elu": lambda x, a: np.where(x > 0, x, a.get("alpha", 1.0) * (np.exp(np.minimum(x, 0)) - 1)),
+    "HardSigmoid": lambda x, a: np.clip(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1),
+    "HardSwish": lambda x, a: x * np.clip(x / 6 + 0.5, 0, 1),
+    "Softplus": lambda x, a: np.logaddexp(0, x),
+    "Mish": lambda x, a: x * np.tanh(np.logaddexp(0, x)),
+    "Gelu": lambda x, a: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "Erf": lambda x, a: _erf(x),
+    "Identity": lambda x, a: x,
+    "Dropout": lambda x, a: x,
+}
+
+
+def push(f, mean, var):
+    """Mean and variance of f(z) for z ~ N(mean, var), per channel."""
+    z = mean[:, None] + np.sqrt(np.maximum(var, 0))[:, None] * _Z[None, :]
+    y = f(z)
+    m = y @ _W
+    return m, np.maximum((y * y) @ _W - m * m, 0)
+
+
+class Moments:
+    """{tensor name: (axis, mean, var)} for the channel axis of each activation."""
+
+    def __init__(self, cg):
+        self.ctx = cg.ctx
+        self.map: dict = {}
+        for t in cg.model.graph.inputs:
+            shape = self.ctx.shape(t)
+            if shape and len(shape) >= 2 and isinstance(shape[1], int) and t.dtype is not None \
+                    and np.dtype(t.dtype).kind == "f":
+                self.map[t.name] = (1, np.zeros(shape[1]), np.ones(shape[1]))
+        for node, _, _ in cg.flows:
+            try:
+                out = self._node(node)
+            except (ValueError, IndexError, TypeError, KeyError):  # odd shapes: no statistics
+                out = None
+            if out is not None:
+                rank = self.ctx.rank(node.outputs[0]) or 1
+                self.map[node.outputs[0].name] = (out[0] % rank, out[1], out[2])
+
+    def at(self, t, axis, n):
+        """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unknown."""
+        s = self.map.get(t.name)
+        rank = self.ctx.rank(t) or 1
+        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
+            return np.zeros(n), np.ones(n)
+        return s[1], s[2]
+
+    def _in(self, node, i=0):
+        t = node.inputs[i]
+        return self.map.get(t.name)
+
+    def _node(self, node):
+        op, ctx = node.op, self.ctx
+        src = self._in(node) if node.inputs else None
+        if op == "BatchNormalization":
+            gamma, beta = ctx.const(node.inputs[1]), ctx.const(node.inputs[2])
+            if gamma is None or beta is None:
+                return None
+            return 1, beta.astype(np.float64), gamma.astype(np.float64) ** 2
+        if op in ("LayerNormalization", "InstanceNormalization"):
+            scale = ctx.const(node.inputs[1])
+            bias = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            if scale is None or scale.ndim != 1:
+                return None
+            axis = -1 if op == "LayerNormalization" else 1
+            return axis, (bias if bias is not None else np.zeros_like(scale)).astype(np.float64), \
+                scale.astype(np.float64) ** 2
+        if src is None and op not in ("Conv", "Gemm", "MatMul", "Gather"):
+            return None
+        if op in UNARY:
+            attrs = node.attrs
+            return src[0], *push(lambda x: UNARY[op](x, attrs), src[1], src[2])
+        if op == "Clip":
+            lo = _scalar(ctx, node, 1, -np.inf)
+            hi = _scalar(ctx, node, 2, np.inf)
+            return src[0], *push(lambda x: np.clip(x, lo, hi), src[1], src[2])
+        if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad",
+                  "Cast"):
+            return src
+        if op == "Flatten" or op == "Reshape":
+            return self._flatten(node, src)
+        if op in ("Add", "Sub", "Mul", "Div"):
+            return self._binary(node)
+        if op in ("Conv", "Gemm", "MatMul"):
+            return self._linear(node, src)
+        if op == "Concat":
+            parts = [self._in(node, i) for i in range(len(node.inputs))]
+            axis = int(node.attrs["axis"])
+            if any(p is None or p[0] != axis for p in parts):
+                return None
+            return axis, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        if op == "Gather" and ctx.const(node.inputs[0]) is not None:
+            table = ctx.const(node.inputs[0]).astype(np.float64)
+            if table.ndim != 2 or int(node.attrs.get("axis", 0)) != 0:
+                return None
+            return -1, table.mean(0), table.var(0)
+        return None
+
+    def _flatten(self, node, src):
+        xs, ys = self.ctx.shape(node.inputs[0]), self.ctx.shape(node.outputs[0])
+        if not xs or not ys or len(ys) != 2 or src[0] % len(xs) != 1 or not all(isinstance(d, int) for d in xs[1:]):
+            return None
+        if int(np.prod(xs[1:])) != ys[1]:
+            return None
+        inner = int(np.prod(xs[2:]))
+        return 1, np.repeat(src[1], inner), np.repeat(src[2], inner)
+
+    def _binary(self, node):
+        ctx = self.ctx
+        a, b = node.inputs[0], node.inputs[1]
+        sa, sb = self.map.get(a.name), self.map.get(b.name)
+        ca, cb = ctx.const(a), ctx.const(b)
+        op = node.op
+        if op == "Mul" and sa is not None and len(b.inputs) == 1 and b.inputs[0].op == "Sigmoid" \
+                and b.inputs[0].inputs[0] is a:  # SiLU
+            return sa[0], *push(lambda x: x * _sigmoid(x), sa[1], sa[2])
+        if sa is not None and cb is not None:
+            c = _per_channel(cb, sa, ctx.rank(a))
+            if c is None:
+                return None
+            if op == "Add":
+                return sa[0], sa[1] + c, sa[2]
+            if op == "Sub":
+                return sa[0], sa[1] - c, sa[2]
+            if op == "Mul":
+                return sa[0], sa[1] * c, sa[2] * c * c
+            return sa[0], sa[1] / c, sa[2] / (c * c)
+        if sa is not None and sb is not None and sa[0] == sb[0] and len(sa[1]) == len(sb[1]):
+            if op == "Add":
+                return sa[0], sa[1] + sb[1], sa[2] + sb[2]
+            if op == "Sub":
+                return sa[0], sa[1] - sb[1], sa[2] + sb[2]
+            if op == "Mul":
+                return sa[0], sa[1] * sb[1], sa[2] * sb[2] + sa[2] * sb[1] ** 2 + sb[2] * sa[1] ** 2
+        return None
+
+    def _linear(self, node, src):
+        ctx = self.ctx
+        x, w = node.inputs[0], ctx.const(node.inputs[1])
+        if w is None:
+            return None
+        w = w.astype(np.float64)
+        if node.op == "Conv":
+            if int(node.attrs.get("group", 1)) != 1:
+                return None
+            mean, var = self.at(x, 1, w.shape[1])
+            wk = w.reshape(w.shape[0], w.shape[1], -1)
+            m = np.einsum("ock,c->o", wk, mean)
+            v = np.einsum("ock,c->o", wk * wk, var)
+            b = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            return 1, m + (b if b is not None else 0), v
+        if node.op == "Gemm":
+            if node.attrs.get("transA", 0):
+                return None
+            wt = w.T if node.attrs.get("transB", 0) else w
+            mean, var = self.at(x, 1, wt.shape[0])
+            c = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            bias = c.reshape(-1) if c is not None and c.size == wt.shape[1] else 0
+            return 1, mean @ wt + bias, var @ (wt * wt)
+        if w.ndim != 2:
+            return None
+        mean, var = self.at(x, -1, w.shape[0])
+        return -1, mean @ w, var @ (w * w)
+
+
+def _scalar(ctx, node, i, default):
+    if len(node.inputs) > i and node.inputs[i].name:
+        v = ctx.const(node.inputs[i])
+        return float(v.reshape(-1)[0]) if v is not None and v.size else default
+    key = {1: "min", 2: "max"}[i]
+    return float(node.attrs.get(key, default))
+
+
+def _per_channel(c, s, rank):
+    """A constant operand as one value per channel of `s`, or None if it varies otherwise."""
+    n = len(s[1])
+    if c.size == 1:
+        return np.full(n, float(c.reshape(-1)[0]))
+    axis = s[0] % rank
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if shape[axis] == n and int(np.prod(shape)) == n:
+        return c.reshape(-1).astype(np.float64)
+    return None
