@@ -42,7 +42,7 @@ def random_fills(model, seed=0):
     return model
 
 
-@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "inception_v2", "resnet50", "densenet121"])
+@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "inception_v2"])
 def test_light_models_match_masked_original(name):
     model = random_fills(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")))
     result = spa.prune(model, ratio=0.3, criterion="random", seed=1)
