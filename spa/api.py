@@ -84,9 +84,12 @@ def _check_args(ratio, target_macs, round_to, reduce, kinds):
     bad = set(kinds) - set(KINDS)
     if bad:
         raise UsageError(f"unknown group kind(s) {', '.join(sorted(bad))}; choose from {', '.join(KINDS)}")
-    for name, v in [("--ratio", ratio), ("--target-macs", target_macs)] + [(f"--{k}", v) for k, v in kinds.items()]:
+    for name, v in [("--ratio", ratio), ("--target-macs", target_macs)]:
         if v is not None and not 0 < v < 1:
             raise UsageError(f"{name} must be between 0 and 1 (exclusive), got {v}")
+    for k, v in kinds.items():
+        if not 0 <= v < 1:
+            raise UsageError(f"--{k} must be at least 0 and below 1, got {v}")
     if round_to < 1:
         raise UsageError(f"--round-to must be a positive integer, got {round_to}")
     if reduce not in REDUCTIONS:

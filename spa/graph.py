@@ -25,7 +25,7 @@ class ChannelGraph:
     ctx: Ctx
     g: nx.MultiGraph
     flows: list  # (gs node, rule or None, Flow) in graph order
-    same: list  # (space, space, reason): axes that must keep equal sizes
+    same: list  # (space a, space b, factor, reason): b must keep factor times a's elements
 
 
 def build(model: Model) -> ChannelGraph:

@@ -123,11 +123,11 @@ def _annotate(cg, group, exclude):
 
 def _enforce_same_size(cg, groups):
     """Block a group that would shrink one of two tied axes more than the other."""
-    for sa, sb, why in cg.same:
+    for sa, sb, factor, why in cg.same:
         for gr in groups:
             na = len(gr.spaces[sa][0]) if sa in gr.spaces else 0
             nb = len(gr.spaces[sb][0]) if sb in gr.spaces else 0
-            if na != nb and why not in gr.blockers:
+            if nb != factor * na and why not in gr.blockers:
                 gr.blockers.append(why)
 
 

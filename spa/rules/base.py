@@ -81,7 +81,7 @@ class Flow:
         self.handled: set = set()
         self.roles: dict = {}
         self.reasons: dict = {}
-        self.same: list = []  # (space, space, reason): must keep the same number of elements
+        self.same: list = []  # (space a, space b, factor, reason): b keeps factor times a's elements
         self.lossy: set = set()  # handled spaces whose pruning changes more than zeroing would
         self.tags: dict = {}  # space -> tag ("heads")
 
@@ -155,11 +155,12 @@ class Flow:
         if s is not None:
             self.tags[s] = tag
 
-    def same_size(self, a, a_axis, b, b_axis, reason):
-        """Two axes that must shrink alike, e.g. a dim read by Shape into a Reshape target."""
+    def same_size(self, a, a_axis, b, b_axis, reason, factor=1):
+        """Two axes that must shrink alike (b keeps `factor` times what a keeps), e.g. a
+        dim read by Shape into a Reshape target."""
         sa, sb = self.space(a, a_axis), self.space(b, b_axis)
         if sa is not None and sb is not None:
-            self.same.append((sa, sb, reason))
+            self.same.append((sa, sb, factor, reason))
             self.handled.update((sa, sb))
 
     def refuse(self, t, axis, reason):
@@ -209,9 +210,11 @@ def broadcast(flow: Flow, inputs, out):
 def shape_source(ctx, t, pos):
     """Where entry `pos` of a 1-D shape vector computed at run time comes from.
 
-    Follows Cast, Identity, Unsqueeze, Squeeze, Concat, Gather and Slice back to a
-    Shape node. Returns (tensor, axis) whose dim the entry copies, or None.
+    Follows Cast, Identity, Unsqueeze, Squeeze, Concat, Gather, Slice and Mul by a
+    constant back to a Shape node. Returns (tensor, axis, factor): the entry is `factor`
+    times that dim; or None.
     """
+    factor = 1
     for _ in range(64):
         if ctx.const(t) is not None or len(t.inputs) != 1:
             return None
@@ -244,12 +247,19 @@ def shape_source(ctx, t, pos):
             if starts is None or steps != [1] or len(starts) != 1 or not isinstance(n, int):
                 return None
             t, pos = ins[0], min(max(starts[0] + n if starts[0] < 0 else starts[0], 0), n) + pos
+        elif op == "Mul":
+            consts = [ctx.const(i) for i in ins]
+            k = next((i for i in (0, 1) if consts[i] is not None and consts[i].size == 1), None)
+            if k is None or ctx.const(ins[1 - k]) is not None:
+                return None
+            factor *= int(consts[k].reshape(-1)[0])
+            t = ins[1 - k]
         elif op == "Shape":
             rank = ctx.rank(ins[0])
             if rank is None:
                 return None
             start = int(node.attrs.get("start", 0))
-            return ins[0], (start % (rank + 1) if start < 0 else start) + pos
+            return ins[0], (start % (rank + 1) if start < 0 else start) + pos, factor
         else:
             return None
     return None

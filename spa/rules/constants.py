@@ -20,7 +20,8 @@ class Constant(Rule):
 
 
 # ops a dims vector may pass through on its way to a shape target, and the input it uses
-SHAPE_PASS = {"Cast": 0, "Identity": 0, "Unsqueeze": 0, "Squeeze": 0, "Concat": None, "Gather": 0, "Slice": 0}
+SHAPE_PASS = {"Cast": 0, "Identity": 0, "Unsqueeze": 0, "Squeeze": 0, "Concat": None, "Gather": 0, "Slice": 0,
+              "Mul": None}
 SHAPE_TARGETS = {"Reshape": 1, "Expand": 1}
 
 

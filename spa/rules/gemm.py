@@ -56,10 +56,12 @@ class MatMul(Rule):
                     flow.handle(t, k)
         flow.identity(a, ra - 2, y, ry - 2)
         flow.identity(b, rb - 1, y, ry - 1)
-        if ctx.const(b) is not None and _matrix(ctx, b):
+        wb = weight_of(ctx, b)
+        if wb is not None and _matrix(ctx, wb[0]):
             flow.identity(a, ra - 1, b, rb - 2)
-            flow.param(b, rb - 2, "in")
-            flow.param(b, rb - 1, "out")
+            src, axes = wb
+            flow.param(src, axes[rb - 2], "in")
+            flow.param(src, axes[rb - 1], "out")
         elif ctx.const(a) is not None and _matrix(ctx, a):
             flow.identity(a, ra - 1, b, rb - 2)
             flow.param(a, ra - 1, "in")
@@ -73,3 +75,20 @@ class MatMul(Rule):
 def _matrix(ctx, t):
     """A constant that is one matrix: rank 2, or leading dims of size 1."""
     return all(d == 1 for d in ctx.shape(t)[:-2])
+
+
+def weight_of(ctx, t):
+    """A constant, seen directly or through Transpose/Identity/Cast (a tied embedding
+    used as the output projection): (constant tensor, its axis for each axis of t)."""
+    axes = list(range(ctx.rank(t) or 0))
+    for _ in range(8):
+        if ctx.const(t) is not None:
+            return t, axes
+        if len(t.inputs) != 1 or t.inputs[0].op not in ("Transpose", "Identity", "Cast"):
+            return None
+        node = t.inputs[0]
+        if node.op == "Transpose":
+            perm = node.attrs.get("perm") or list(reversed(range(len(axes))))
+            axes = [perm[a] for a in axes]
+        t = node.inputs[0]
+    return None

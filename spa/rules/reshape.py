@@ -107,7 +107,7 @@ def runtime_dims(flow, target, y, spec):
         src = shape_source(flow.ctx, target, b)
         if src is not None:
             flow.same_size(src[0], src[1], y, b, f"{flow.node.op} '{flow.node.name}' copies dim {src[1]} of "
-                                                   f"'{src[0].name}' into axis {b}")
+                                                   f"'{src[0].name}' into axis {b}", src[2])
         elif flow.space(y, b) in flow.handled:
             flow.handled.discard(flow.space(y, b))
             flow.refuse(y, b, f"{flow.node.op} size of axis {b} is computed at run time")

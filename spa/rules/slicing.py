@@ -97,6 +97,18 @@ def slice_params(node, ctx):
     return starts, ends, axes, steps
 
 
+def _sliced_axes(node, ctx, rank):
+    """The axes a Slice touches when its bounds are not constant, or None if unknown."""
+    ins = node.inputs
+    if ctx.opset < 10:
+        return None
+    if len(ins) > 3 and ins[3].name:
+        axes = ctx.ints(ins[3])
+        return None if axes is None else {a % rank for a in axes}
+    n = (ctx.shape(ins[1]) or (None,))[0]
+    return set(range(n)) if isinstance(n, int) else None
+
+
 def _clamp(start, end, n):
     start = min(max(start + n if start < 0 else start, 0), n)
     end = min(max(end + n if end < 0 else end, 0), n)
@@ -113,7 +125,14 @@ class Slice(Rule):
         x, y = node.inputs[0], node.outputs[0]
         rank = flow.ctx.rank(x)
         params = slice_params(node, flow.ctx)
-        if not rank or params is None:
+        if not rank:
+            return
+        if params is None:  # bounds known only at run time: the sliced axes are refused
+            for a in range(rank):
+                if a in (_sliced_axes(node, flow.ctx, rank) or range(rank)):
+                    flow.refuse(x, a, f"Slice bounds of axis {a} are computed at run time")
+                else:
+                    flow.identity(x, a, y, a)
             return
         sliced = {}
         for s, e, a, st in zip(*params):
