@@ -37,7 +37,8 @@ NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(
 SIMD_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
               "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
               "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")
-BLOCKS = 5  # timing blocks per model
+BLOCKS = 5  # timing blocks per model, for fast models
+SLOW_MS = 20.0  # models at least this slow alternate run by run
 
 
 class DeviceError(UsageError):
@@ -389,7 +390,7 @@ class _Runner:
     """One model at one batch: a callable run, with inputs bound once (IOBinding on CUDA)."""
 
     def __init__(self, sess, feeds, device):
-        self.sess = sess
+        self.sess, self.warm_ms = sess, 0.0
         if device == "cuda":
             io = sess.io_binding()
             for name, arr in feeds.items():
@@ -417,6 +418,47 @@ class _Runner:
         return out
 
 
+def _blocks(rs, lat, b, settings, tick, labels):
+    """Fast models: BLOCKS blocks of consecutive runs, alternating between the models; an
+    untimed run re-warms caches at the start of each block."""
+    blocks = BLOCKS if settings.seconds else min(BLOCKS, settings.runs)
+    for blk in range(blocks):
+        for i, r in enumerate(rs):
+            time.sleep(0.02)  # let the previous session's spinning threads park
+            r()
+            if settings.seconds:
+                lat[i, b] += r.timed(seconds=settings.seconds / blocks)
+                tick(settings.runs / blocks, labels[i])
+            else:
+                n = settings.runs // blocks + (blk < settings.runs % blocks)
+                lat[i, b] += r.timed(n=n)
+                tick(n, labels[i])
+
+
+def _round_robin(rs, lat, b, settings, tick, labels):
+    """Slow models (caches do not hold them anyway): one run each in turn, the order rotating
+    every round, until each has `runs` runs or has run for `seconds`."""
+    spent = [0.0] * len(rs)
+    k = 0
+    while True:
+        if settings.seconds:
+            if min(spent) >= settings.seconds * 1000:
+                return
+        elif k >= settings.runs:
+            return
+        order = list(range(len(rs)))
+        order = order[k % len(rs):] + order[:k % len(rs)]
+        for i in order:
+            if settings.seconds and spent[i] >= settings.seconds * 1000:
+                continue
+            time.sleep(0.005)
+            ms = rs[i].timed(n=1)[0]
+            lat[i, b].append(ms)
+            spent[i] += ms
+            tick(settings.runs / max(1.0, settings.seconds * 1000 / ms) if settings.seconds else 1, labels[i])
+        k += 1
+
+
 def _name(model, i):
     return os.fspath(model) if not isinstance(model, onnx.ModelProto) else f"<model {i + 1}>"
 
@@ -440,7 +482,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
     names = [_name(m, i) for i, m in enumerate(models)]
     if len(set(names)) != len(names):
         raise UsageError("the same model is given twice")
-    n_work = len(models) * len(batches) * (settings.warmup + (settings.runs if not settings.seconds else BLOCKS))
+    n_work = len(models) * len(batches) * (settings.warmup + settings.runs)
     done = [0]
 
     def tick(k, label):
@@ -457,8 +499,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
             specs = input_specs(sess, b, settings.input_shapes)
             r = _Runner(sess, generate(specs, settings.seed), settings.device)
             try:
-                for _ in range(max(1, settings.warmup)):
-                    r()
+                r.warm_ms = min(r.timed(n=max(1, settings.warmup)))
             except Exception as exc:  # onnxruntime errors have no common base class
                 raise ModelError(f"{names[i]}: onnxruntime cannot run it at batch {b} "
                                  f"({str(exc).splitlines()[0][:200]})") from exc
@@ -469,22 +510,14 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
         for b in batches:
             memory[i, b] = mem.get(b)
 
-    # Timed blocks, alternating models; one untimed run re-warms each block.
     lat = {k: [] for k in runners}
-    blocks = BLOCKS if settings.seconds else min(BLOCKS, settings.runs)
-    for blk in range(blocks):
-        for b in batches:
-            for i in range(len(models)):
-                r = runners[i, b]
-                time.sleep(0.02)  # let the previous session's spinning threads park
-                r()
-                if settings.seconds:
-                    lat[i, b] += r.timed(seconds=settings.seconds / blocks)
-                    tick(1, f"{os.path.basename(names[i])} batch {b}")
-                else:
-                    n = settings.runs // blocks + (blk < settings.runs % blocks)
-                    lat[i, b] += r.timed(n=n)
-                    tick(n, f"{os.path.basename(names[i])} batch {b}")
+    for b in batches:
+        rs = [runners[i, b] for i in range(len(models))]
+        labels = [f"{os.path.basename(n)} batch {b}" for n in names]
+        if min(r.warm_ms for r in rs) >= SLOW_MS:
+            _round_robin(rs, lat, b, settings, tick, labels)
+        else:
+            _blocks(rs, lat, b, settings, tick, labels)
     timings = []
     for i in range(len(models)):
         for b in batches:
