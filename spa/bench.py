@@ -8,7 +8,9 @@ in use (CUDA) from before a model's session is created to the end of its warm-up
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import os
 import platform
@@ -248,6 +250,7 @@ def make_session(model, s: BenchSettings) -> ort.InferenceSession:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise DeviceError("--device cuda: this onnxruntime build has no CUDA provider "
                               "(install onnxruntime-gpu)")
+        _preload_cuda()
         providers = [("CUDAExecutionProvider", {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}),
                      "CPUExecutionProvider"]
         ort.set_default_logger_severity(4)  # a failed CUDA load logs several lines; we say it in one
@@ -268,8 +271,11 @@ def make_session(model, s: BenchSettings) -> ort.InferenceSession:
 def input_specs(sess, batch: int, input_shapes=None) -> dict:
     """{input name: (shape, numpy dtype)} at this batch. Dim 0 takes the batch when it is dynamic;
     other dynamic dims come from input_shapes, else 1."""
-    specs = {}
-    for i in sess.get_inputs():
+    specs, inputs = {}, sess.get_inputs()
+    unknown = set(input_shapes or {}) - {i.name for i in inputs}
+    if unknown:
+        raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
+    for i in inputs:
         dtype = NP_TYPES.get(i.type)
         if dtype is None:
             raise ModelError(f"input {i.name!r} has type {i.type}, which SPA cannot generate")
@@ -319,21 +325,26 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-_CUDART = []
+def _preload_cuda():
+    """Load the CUDA libraries of pip's nvidia-* wheels, if any (onnxruntime >= 1.21); quietly."""
+    fn = getattr(ort, "preload_dlls", None)
+    if fn is not None:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                fn()
+            except Exception:  # best effort: the session reports what is really missing
+                pass
 
 
 def _cuda_used() -> int | None:
     """Device memory in use on GPU 0 (all processes), or None without libcudart."""
-    if not _CUDART:
-        lib = None
-        for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
-            try:
-                lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        _CUDART.append(lib)
-    lib = _CUDART[0]
+    lib = None
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
     if lib is None:
         return None
     free, total = ctypes.c_size_t(), ctypes.c_size_t()
@@ -342,11 +353,13 @@ def _cuda_used() -> int | None:
     return total.value - free.value
 
 
-def _child_memory(src: str, settings: dict, out=None) -> dict:
+def _child_memory(src: str, settings: dict) -> dict:
     """In a fresh process: peak memory growth from before session creation through the
     warm-up at each batch, in ascending order. Returns {batch: bytes or None}."""
     s = BenchSettings(**{**settings, "batches": tuple(settings["batches"])})
     cpu = s.device == "cpu"
+    if not cpu:
+        _preload_cuda()
     peak_ok = cpu and _reset_peak_rss()
     start = _status_kb("VmRSS") if cpu else _cuda_used()
     sess = make_session(src, s)
@@ -393,8 +406,9 @@ class _Runner:
         self.sess, self.warm_ms = sess, 0.0
         if device == "cuda":
             io = sess.io_binding()
-            for name, arr in feeds.items():
-                io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
+            self.values = [ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0) for arr in feeds.values()]
+            for name, value in zip(feeds, self.values):
+                io.bind_ortvalue_input(name, value)
             for o in sess.get_outputs():
                 io.bind_output(o.name, "cuda", 0)
             self.io = io
