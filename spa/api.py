@@ -231,12 +231,14 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     if compensate is None:
         compensate = criterion == "obspa"
     updates = fold_means(cg, Moments(cg), removed, keep) if compensate else ()
-    if external:
-        pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)
-        pm = load(output, m.input_shapes)
-    else:
-        pruned, verdict, size = _write_proto(m, cg, keep, output, feeds, reference, clock)
-        pm = load(pruned, m.input_shapes)
+    try:
+        if external:
+            pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)
+        else:
+            pruned, verdict, size = _write_proto(m, cg, keep, output, feeds, reference, clock)
+    except OSError as exc:  # a full disk, a read-only folder: nothing was written
+        raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+    pm = load(output, m.input_shapes) if external else load(pruned, m.input_shapes)
     after = _stats(pm, Ctx(pm), size)
     clock.lap("stats")
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))

@@ -8,7 +8,9 @@ in use (CUDA) from before a model's session is created to the end of its warm-up
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import os
 import platform
@@ -37,7 +39,8 @@ NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(
 SIMD_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
               "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
               "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")
-BLOCKS = 5  # timing blocks per model
+BLOCKS = 5  # timing blocks per model, for fast models
+SLOW_MS = 20.0  # models at least this slow alternate run by run
 
 
 class DeviceError(UsageError):
@@ -247,6 +250,7 @@ def make_session(model, s: BenchSettings) -> ort.InferenceSession:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise DeviceError("--device cuda: this onnxruntime build has no CUDA provider "
                               "(install onnxruntime-gpu)")
+        _preload_cuda()
         providers = [("CUDAExecutionProvider", {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}),
                      "CPUExecutionProvider"]
         ort.set_default_logger_severity(4)  # a failed CUDA load logs several lines; we say it in one
@@ -267,8 +271,11 @@ def make_session(model, s: BenchSettings) -> ort.InferenceSession:
 def input_specs(sess, batch: int, input_shapes=None) -> dict:
     """{input name: (shape, numpy dtype)} at this batch. Dim 0 takes the batch when it is dynamic;
     other dynamic dims come from input_shapes, else 1."""
-    specs = {}
-    for i in sess.get_inputs():
+    specs, inputs = {}, sess.get_inputs()
+    unknown = set(input_shapes or {}) - {i.name for i in inputs}
+    if unknown:
+        raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
+    for i in inputs:
         dtype = NP_TYPES.get(i.type)
         if dtype is None:
             raise ModelError(f"input {i.name!r} has type {i.type}, which SPA cannot generate")
@@ -318,21 +325,26 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-_CUDART = []
+def _preload_cuda():
+    """Load the CUDA libraries of pip's nvidia-* wheels, if any (onnxruntime >= 1.21); quietly."""
+    fn = getattr(ort, "preload_dlls", None)
+    if fn is not None:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                fn()
+            except Exception:  # best effort: the session reports what is really missing
+                pass
 
 
 def _cuda_used() -> int | None:
     """Device memory in use on GPU 0 (all processes), or None without libcudart."""
-    if not _CUDART:
-        lib = None
-        for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
-            try:
-                lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        _CUDART.append(lib)
-    lib = _CUDART[0]
+    lib = None
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
     if lib is None:
         return None
     free, total = ctypes.c_size_t(), ctypes.c_size_t()
@@ -341,11 +353,13 @@ def _cuda_used() -> int | None:
     return total.value - free.value
 
 
-def _child_memory(src: str, settings: dict, out=None) -> dict:
+def _child_memory(src: str, settings: dict) -> dict:
     """In a fresh process: peak memory growth from before session creation through the
     warm-up at each batch, in ascending order. Returns {batch: bytes or None}."""
     s = BenchSettings(**{**settings, "batches": tuple(settings["batches"])})
     cpu = s.device == "cpu"
+    if not cpu:
+        _preload_cuda()
     peak_ok = cpu and _reset_peak_rss()
     start = _status_kb("VmRSS") if cpu else _cuda_used()
     sess = make_session(src, s)
@@ -389,11 +403,12 @@ class _Runner:
     """One model at one batch: a callable run, with inputs bound once (IOBinding on CUDA)."""
 
     def __init__(self, sess, feeds, device):
-        self.sess = sess
+        self.sess, self.warm_ms = sess, 0.0
         if device == "cuda":
             io = sess.io_binding()
-            for name, arr in feeds.items():
-                io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
+            self.values = [ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0) for arr in feeds.values()]
+            for name, value in zip(feeds, self.values):
+                io.bind_ortvalue_input(name, value)
             for o in sess.get_outputs():
                 io.bind_output(o.name, "cuda", 0)
             self.io = io
@@ -415,6 +430,47 @@ class _Runner:
             self()
             out.append((time.perf_counter_ns() - t) / 1e6)
         return out
+
+
+def _blocks(rs, lat, b, settings, tick, labels):
+    """Fast models: BLOCKS blocks of consecutive runs, alternating between the models; an
+    untimed run re-warms caches at the start of each block."""
+    blocks = BLOCKS if settings.seconds else min(BLOCKS, settings.runs)
+    for blk in range(blocks):
+        for i, r in enumerate(rs):
+            time.sleep(0.02)  # let the previous session's spinning threads park
+            r()
+            if settings.seconds:
+                lat[i, b] += r.timed(seconds=settings.seconds / blocks)
+                tick(settings.runs / blocks, labels[i])
+            else:
+                n = settings.runs // blocks + (blk < settings.runs % blocks)
+                lat[i, b] += r.timed(n=n)
+                tick(n, labels[i])
+
+
+def _round_robin(rs, lat, b, settings, tick, labels):
+    """Slow models (caches do not hold them anyway): one run each in turn, the order rotating
+    every round, until each has `runs` runs or has run for `seconds`."""
+    spent = [0.0] * len(rs)
+    k = 0
+    while True:
+        if settings.seconds:
+            if min(spent) >= settings.seconds * 1000:
+                return
+        elif k >= settings.runs:
+            return
+        order = list(range(len(rs)))
+        order = order[k % len(rs):] + order[:k % len(rs)]
+        for i in order:
+            if settings.seconds and spent[i] >= settings.seconds * 1000:
+                continue
+            time.sleep(0.005)
+            ms = rs[i].timed(n=1)[0]
+            lat[i, b].append(ms)
+            spent[i] += ms
+            tick(settings.runs / max(1.0, settings.seconds * 1000 / ms) if settings.seconds else 1, labels[i])
+        k += 1
 
 
 def _name(model, i):
@@ -440,7 +496,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
     names = [_name(m, i) for i, m in enumerate(models)]
     if len(set(names)) != len(names):
         raise UsageError("the same model is given twice")
-    n_work = len(models) * len(batches) * (settings.warmup + (settings.runs if not settings.seconds else BLOCKS))
+    n_work = len(models) * len(batches) * (settings.warmup + settings.runs)
     done = [0]
 
     def tick(k, label):
@@ -457,8 +513,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
             specs = input_specs(sess, b, settings.input_shapes)
             r = _Runner(sess, generate(specs, settings.seed), settings.device)
             try:
-                for _ in range(max(1, settings.warmup)):
-                    r()
+                r.warm_ms = min(r.timed(n=max(1, settings.warmup)))
             except Exception as exc:  # onnxruntime errors have no common base class
                 raise ModelError(f"{names[i]}: onnxruntime cannot run it at batch {b} "
                                  f"({str(exc).splitlines()[0][:200]})") from exc
@@ -469,22 +524,14 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
         for b in batches:
             memory[i, b] = mem.get(b)
 
-    # Timed blocks, alternating models; one untimed run re-warms each block.
     lat = {k: [] for k in runners}
-    blocks = BLOCKS if settings.seconds else min(BLOCKS, settings.runs)
-    for blk in range(blocks):
-        for b in batches:
-            for i in range(len(models)):
-                r = runners[i, b]
-                time.sleep(0.02)  # let the previous session's spinning threads park
-                r()
-                if settings.seconds:
-                    lat[i, b] += r.timed(seconds=settings.seconds / blocks)
-                    tick(1, f"{os.path.basename(names[i])} batch {b}")
-                else:
-                    n = settings.runs // blocks + (blk < settings.runs % blocks)
-                    lat[i, b] += r.timed(n=n)
-                    tick(n, f"{os.path.basename(names[i])} batch {b}")
+    for b in batches:
+        rs = [runners[i, b] for i in range(len(models))]
+        labels = [f"{os.path.basename(n)} batch {b}" for n in names]
+        if min(r.warm_ms for r in rs) >= SLOW_MS:
+            _round_robin(rs, lat, b, settings, tick, labels)
+        else:
+            _blocks(rs, lat, b, settings, tick, labels)
     timings = []
     for i in range(len(models)):
         for b in batches:

@@ -14,7 +14,7 @@ import stat
 import numpy as np
 import onnx
 from onnx import TensorProto
-from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from .errors import ModelError
 
@@ -230,7 +230,7 @@ def bind(graph, store: Store) -> None:
     """Give every gs Constant whose tensor is external an ExternalValues (recursively)."""
     for t in constants(graph):
         v = t._values
-        if isinstance(v, LazyValues) and not isinstance(v, ExternalValues) \
+        if isinstance(v, LazyValues) and not isinstance(v, (ExternalValues, SparseValues)) \
                 and v.tensor.data_location == TensorProto.EXTERNAL:
             location, offset, _ = external_info(v.tensor)
             t.values = ExternalValues(v.tensor, store.files, resolve(store.base, location, v.tensor.name), offset)

@@ -14,7 +14,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from .errors import ModelError, UsageError
 from .external import ExternalValues, Store, attach, bad_name, bind
 
-MAX_ELEMENTS = 2 ** 30  # a run-time tensor larger than this is refused (it could not be verified)
+MAX_ELEMENTS = 2 ** 28  # a run-time tensor larger than this (1 GiB of float32) is refused
 G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
 G_LOGGER.colors = False
 

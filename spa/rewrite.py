@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
-from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
-from .external import WRITE_FROM, ExternalValues, constants
+from .external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
 from .graph import ChannelGraph
 
 
@@ -90,18 +90,21 @@ def _to_data_file(graph, sink):
                 continue
             done.add(id(c))
             v = c._values
-            if isinstance(v, ExternalValues) and v.path == sink.path:
-                continue
-            n = v.nbytes
-            if n < WRITE_FROM or (isinstance(v, LazyValues) and not isinstance(v, ExternalValues)
-                                  and v.tensor.data_type == TensorProto.STRING):
+            if isinstance(v, SparseValues) or (isinstance(v, ExternalValues) and v.path == sink.path):
                 continue
             if isinstance(v, ExternalValues):
-                data_type, offset = v.tensor.data_type, sink.put_copy(v.path, v.offset, n)
-            elif isinstance(v, LazyValues):
-                data_type, offset = v.tensor.data_type, sink.put_array(v.load())
+                data_type, n = v.tensor.data_type, v.nbytes
+                offset = sink.put_copy(v.path, v.offset, n)
+            elif isinstance(v, LazyValues):  # onnx's reader keeps types numpy lacks (bfloat16)
+                data_type = v.tensor.data_type
+                if data_type in NOT_MAPPED or v.nbytes < WRITE_FROM:
+                    continue
+                value = onnx.numpy_helper.to_array(v.tensor)
+                n, offset = value.nbytes, sink.put_array(value)
             else:
-                data_type, offset = onnx.helper.np_dtype_to_tensor_dtype(v.dtype), sink.put_array(v)
+                if v.dtype.kind in "OSU" or v.nbytes < WRITE_FROM:
+                    continue
+                data_type, n, offset = onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.nbytes, sink.put_array(v)
             c.values = sink.values(c.name, data_type, v.shape, offset, n)
             c.data_location = TensorProto.EXTERNAL
 

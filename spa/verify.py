@@ -61,11 +61,12 @@ def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0, where: st
             raise ModelError(f"{where}: input {vi.name!r} has an element type SPA cannot feed")
         shape = shapes[vi.name]
         if dtype == np.bool_:
-            feeds[vi.name] = rng.random(shape) > 0.5
+            feeds[vi.name] = rng.integers(0, 2, size=shape, dtype=np.uint8).astype(np.bool_)
         elif np.issubdtype(dtype, np.integer):
-            feeds[vi.name] = rng.integers(0, 8, size=shape).astype(dtype)
-        else:
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+            feeds[vi.name] = rng.integers(0, 8, size=shape, dtype=dtype)
+        else:  # drawn in float32 or float64 directly: no full-size float64 temporary
+            draw = np.float64 if dtype == np.float64 else np.float32
+            feeds[vi.name] = rng.standard_normal(shape, dtype=draw).astype(dtype, copy=False)
     return feeds
 
 

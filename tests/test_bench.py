@@ -84,6 +84,9 @@ def test_fixed_batch_and_missing_model(tmp_path, pair):
     assert input_specs(sess, 1)["input"][0] == (1, 3, 16, 16)
     with pytest.raises(UsageError, match="fixed batch"):
         input_specs(sess, 2)
+    with pytest.raises(UsageError, match="unknown input"):
+        input_specs(sess, 1, {"image": (1, 3, 8, 8)})
+    assert input_specs(sess, 1, {"input": (5, 3, 8, 8)})["input"][0] == (1, 3, 8, 8)
     with pytest.raises(ModelError):
         bench([str(tmp_path / "nope.onnx")], QUICK)
     with pytest.raises(UsageError, match="twice"):

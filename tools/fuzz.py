@@ -7,7 +7,7 @@ flips, overwrites, truncation, insertion, deletion, splicing) or field level (op
 types, attributes, inputs, initializer dims/types/data, graph inputs and outputs,
 opsets, external-data locations), then runs `spa prune` on it with a time limit.
 
-    python tools/fuzz.py --cases 2000                      # each case a `spa prune` process
+    python tools/fuzz.py --cases 2000 --jobs 2             # each case a `spa prune` process
     python tools/fuzz.py --cases 200 --mode worker         # in-process, in killable workers
 
 Case i is reproducible from (--seed, i); failing cases are kept under --save.
@@ -443,40 +443,61 @@ def check_case(folder, code, text):
     return problems
 
 
-def fuzz(cases, seed=0, start=0, mode="subprocess", timeout=10.0, save=None, progress=True):
-    """Run `cases` cases; returns (counts by outcome, list of failures)."""
+def one_case(i, seed, seed_models, root, run, timeout, save, retry=0.0):
+    """Make, run and check case i; returns (outcome, problems, label, args).
+
+    A case over `timeout` is run again (after removing what the killed run left) with
+    `retry` seconds: finishing then makes it "slow" (a loaded machine), not a hang."""
+    folder = os.path.join(root, f"case{i}")
+    os.makedirs(folder)
+    args, label = make_case(seed, i, seed_models, folder)
+    before = _digest(folder, ["model.onnx", "data.bin"])
+    code, text = run(args, timeout)
+    slow = False
+    if code is None and retry:
+        for name in set(os.listdir(folder)) - {"model.onnx", "data.bin", "link.data"}:
+            p = os.path.join(folder, name)
+            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+        code, text = run(args, retry)
+        slow = code is not None
+    problems = check_case(folder, code, text) + ([("slow", "")] if slow else [])
+    if before != _digest(folder, ["model.onnx", "data.bin"]):
+        problems.append(("input-modified", ""))
+    if problems and save:
+        shutil.copytree(folder, os.path.join(save, f"case{i}"), symlinks=True, dirs_exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return (f"exit {code}" if code is not None else "timeout"), problems, label, args
+
+
+def fuzz(cases, seed=0, start=0, mode="subprocess", timeout=10.0, save=None, progress=True, jobs=1, retry=0.0):
+    """Run `cases` cases; returns (counts by outcome, list of failures).
+
+    jobs > 1 runs that many cases at once (subprocess mode only); retry > 0 gives a
+    timed-out case a second run with that limit (see one_case)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     root = tempfile.mkdtemp(prefix="spa-fuzz-")
     counts = collections.Counter()
     failures = []
     worker = Worker() if mode == "worker" else None
+    run = worker.run if worker else run_subprocess
     try:
         seed_models = seeds(tempfile.mkdtemp(dir=root))
         t0 = time.perf_counter()
-        for i in range(start, start + cases):
-            folder = os.path.join(root, f"case{i}")
-            os.makedirs(folder)
-            args, label = make_case(seed, i, seed_models, folder)
-            before = _digest(folder, ["model.onnx", "data.bin"])
-            if worker:
-                code, text = worker.run(args, timeout)
-            else:
-                code, text = run_subprocess(args, timeout)
-            problems = check_case(folder, code, text)
-            if before != _digest(folder, ["model.onnx", "data.bin"]):
-                problems.append(("input-modified", ""))
-            counts["cases"] += 1
-            counts[f"exit {code}" if code is not None else "timeout"] += 1
-            for kind, detail in problems:
-                counts[kind] += 1
-            if problems:
-                failures.append((i, label, args[3:], problems))
-                if save:
-                    shutil.copytree(folder, os.path.join(save, f"case{i}"), symlinks=True, dirs_exist_ok=True)
-            shutil.rmtree(folder, ignore_errors=True)
-            if progress and (i - start + 1) % 100 == 0:
-                rate = (i - start + 1) / (time.perf_counter() - t0)
-                print(f"{i - start + 1} cases, {rate:.1f}/s, problems so far: "
-                      f"{sum(len(f[3]) for f in failures)}", file=sys.stderr, flush=True)
+        with ThreadPoolExecutor(max_workers=1 if worker else jobs) as pool:
+            results = pool.map(lambda i: (i, one_case(i, seed, seed_models, root, run, timeout, save, retry)),
+                               range(start, start + cases))
+            for done, (i, (outcome, problems, label, args)) in enumerate(results, 1):
+                counts["cases"] += 1
+                counts[outcome] += 1
+                for kind, _ in problems:
+                    counts[kind] += 1
+                if problems:
+                    failures.append((i, label, args[3:], problems))
+                if progress and done % 100 == 0:
+                    rate = done / (time.perf_counter() - t0)
+                    print(f"{done} cases, {rate:.2f}/s, problems so far: {sum(len(f[3]) for f in failures)}",
+                          file=sys.stderr, flush=True)
     finally:
         if worker:
             worker.close()
@@ -492,9 +513,13 @@ def main():
     ap.add_argument("--mode", choices=["subprocess", "worker"], default="subprocess")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per case")
     ap.add_argument("--save", help="copy failing cases into this folder")
+    ap.add_argument("--jobs", type=int, default=1, help="cases run at once (subprocess mode)")
+    ap.add_argument("--retry", type=float, default=0.0,
+                    help="seconds for a second run of a timed-out case; finishing then counts as slow, not a hang")
     args = ap.parse_args()
     t = time.perf_counter()
-    counts, failures = fuzz(args.cases, args.seed, args.start, args.mode, args.timeout, args.save)
+    counts, failures = fuzz(args.cases, args.seed, args.start, args.mode, args.timeout, args.save,
+                            jobs=args.jobs, retry=args.retry)
     for i, label, extra, problems in failures:
         for kind, detail in problems:
             print(f"case {i} ({label}, {' '.join(extra)}): {kind}: {detail}")
@@ -502,6 +527,7 @@ def main():
     print(f"{counts['cases']} cases in {time.perf_counter() - t:.0f} s ({args.mode} mode, {args.timeout:g} s limit)")
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k.startswith(("exit", "timeout"))))
     print("problems: " + ", ".join(f"{k} {counts[k]}" for k in kinds))
+    print(f"slow (over {args.timeout:g} s, finished on the retry): {counts['slow']}")
     return 1 if any(counts[k] for k in kinds) else 0
 
 

@@ -1,0 +1,155 @@
+"""Does pruning make models faster in onnxruntime? SPA against Torch-Pruning, on CPU.
+
+For ResNet-50, MobileNetV2 (224x224), ViT-B/16 (224x224) and a MiniLM-like BERT (sequence
+128), all hand-written in tools/models_torch.py with random weights, in one process:
+  - export the torch model to ONNX (opset 17, TorchScript exporter);
+  - prune the ONNX file with SPA at each ratio (`spa.prune`, L2 magnitude, --round-to);
+  - prune the torch model with Torch-Pruning at the same ratio (MagnitudeImportance(p=2),
+    its defaults; the classifier or pooler left alone, attention heads declared) and export it;
+  - time every variant of one network together with spa.bench (same session options,
+    pinned threads, warm-up, alternating blocks) at batch 1 and 8, and report p50.
+MACs are counted by SPA's counter on each ONNX graph, so both pruners are measured alike.
+The last column checks the target: at batch 8, latency ratio <= 1.15 x MACs ratio.
+
+Usage: python tools/speed_bench.py [--models resnet50,mobilenetv2,vit_b16,minilm]
+       [--ratios 0.3,0.5] [--round-to 8] [--runs 10] [--threads N] [--work DIR]
+Needs the bench extra: pip install -e ".[bench]".
+"""
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import models_torch  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+import spa  # noqa: E402
+from spa.bench import BenchSettings, bench, cpu_info  # noqa: E402
+from spa.errors import NothingToPrune  # noqa: E402
+from spa.load import load  # noqa: E402
+from spa.macs import param_count, total_macs  # noqa: E402
+from spa.report import table  # noqa: E402
+from spa.rules.base import Ctx  # noqa: E402
+
+BOUND = 1.15
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def stats(path):
+    m = load(path)
+    ctx = Ctx(m)
+    return total_macs(m.graph.nodes, ctx), param_count(m.graph, ctx)
+
+
+def tp_prune(model, name, ratio):
+    """Torch-Pruning with its defaults: MagnitudeImportance(p=2), local, uniform ratio."""
+    import torch_pruning as tp
+    model = copy.deepcopy(model)
+    heads = {}
+    for m in model.modules():
+        if isinstance(m, models_torch.Attention):
+            heads.update({m.query: m.num_heads, m.key: m.num_heads, m.value: m.num_heads})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MetaPruner(model, models_torch.example_inputs(name),
+                                      importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+                                      ignored_layers=[model.get_submodule(models_torch.HEADS[name])],
+                                      num_heads=heads)
+        pruner.step()
+    return model.eval()
+
+
+def spa_note(result):
+    pairs = Counter((c.before, c.after) for c in result.changes)
+    text = ", ".join(f"{b}->{a} x{n}" for (b, a), n in pairs.most_common(3))
+    return text + (f" +{len(pairs) - 3} more" if len(pairs) > 3 else "")
+
+
+def variants(name, work, ratios, round_to, seq):
+    """(label, ratio, path, note) of the original and each pruned export."""
+    torch_model = models_torch.build(name)
+    orig = os.path.join(work, f"{name}.onnx")
+    if not os.path.exists(orig):
+        models_torch.export(torch_model, name, orig, seq)
+    out = [("original", None, orig, "")]
+    for ratio in ratios:
+        path = os.path.join(work, f"{name}.spa{ratio}.onnx")
+        t = time.perf_counter()
+        try:
+            res = spa.prune(orig, path, ratio=ratio, round_to=round_to, force=True)
+            out.append(("SPA", ratio, path, spa_note(res)))
+        except NothingToPrune as exc:
+            out.append(("SPA", ratio, None, f"nothing pruned: {exc}"))
+        log(f"{name}: SPA {ratio} in {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        path = os.path.join(work, f"{name}.tp{ratio}.onnx")
+        models_torch.export(tp_prune(torch_model, name, ratio), name, path, seq)
+        out.append(("Torch-Pruning", ratio, path, ""))
+        log(f"{name}: Torch-Pruning {ratio} and export in {time.perf_counter() - t:.1f} s")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="resnet50,mobilenetv2,vit_b16,minilm")
+    ap.add_argument("--ratios", default="0.3,0.5")
+    ap.add_argument("--round-to", type=int, default=8, help="SPA's --round-to")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seq", type=int, default=128, help="MiniLM sequence length")
+    ap.add_argument("--work", default=None, help="folder for the ONNX files (default: a temporary one)")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    work = args.work or tempfile.mkdtemp(prefix="spa-speed-")
+    os.makedirs(work, exist_ok=True)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    settings = BenchSettings(batches=(1, 8), warmup=args.warmup, runs=args.runs, threads=args.threads,
+                             memory=False)
+    rows, verdicts = [], []
+    for name in args.models.split(","):
+        vs = variants(name, work, ratios, args.round_to, args.seq)
+        timed = [v for v in vs if v[2]]
+        log(f"{name}: timing {len(timed)} variants at batch 1 and 8")
+        r = bench([v[2] for v in timed], settings)
+        base_macs, base_params = stats(timed[0][2])
+        for label, ratio, path, note in vs:
+            if path is None:
+                rows.append((name, label, ratio, "", "", "", "", "", "", "", "", note))
+                continue
+            i = [v[2] for v in timed].index(path)
+            macs, params = stats(path)
+            mr = macs / base_macs
+            t1, t8, b1, b8 = r.timing(i, 1), r.timing(i, 8), r.timing(0, 1), r.timing(0, 8)
+            l1, l8 = t1.p50_ms / b1.p50_ms, t8.p50_ms / b8.p50_ms
+            ok = "" if ratio is None else ("yes" if l8 <= BOUND * mr else "NO")
+            if ratio is not None:
+                verdicts.append((name, label, ratio, l8 / mr, ok))
+            rows.append((name, label, "" if ratio is None else ratio, f"{params / base_params:.3f}", f"{mr:.3f}",
+                         f"{t1.p50_ms:.1f}", f"{t8.p50_ms:.1f}", f"{l1:.3f}", f"{l8:.3f}",
+                         "" if ratio is None else f"{l8 / mr:.2f}", ok, note))
+        log(f"{name}: done")
+    print(table(rows, ("model", "pruner", "ratio", "params", "MACs", "p50 b1 ms", "p50 b8 ms", "lat b1",
+                       "lat b8", "lat/MACs b8", f"<= {BOUND}", "SPA channel changes (before->after x groups)")))
+    cpu, _ = cpu_info()
+    print(f"\nparams, MACs, lat: pruned / original. onnxruntime {ort.__version__} CPU, {cpu}, "
+          f"{os.cpu_count()} logical CPUs, {args.threads} intra-op threads, opt level all, warm-up {args.warmup}, "
+          f"{args.runs} runs in alternating blocks, p50. SPA --round-to {args.round_to}. "
+          f"Wall time {time.perf_counter() - start:.0f} s; models in {work}")
+    misses = [v for v in verdicts if v[4] == "NO"]
+    print(f"target lat b8 <= {BOUND} x MACs: {len(verdicts) - len(misses)} of {len(verdicts)} pruned variants meet it"
+          + ("; missed by: " + ", ".join(f"{n} {p} {r} ({x:.2f})" for n, p, r, x, _ in misses) if misses else ""))
+
+
+if __name__ == "__main__":
+    main()
