@@ -1,0 +1,402 @@
+"""Coverage: prune every zoo model and every real model, and report what happened.
+
+    python tools/coverage.py                          # everything: reports/coverage.{md,json}
+    python tools/coverage.py --only 'resnet*' 'ppocr_*' --jobs 2 --out /tmp/cov
+    python tools/coverage.py --no-real --exporters ts
+
+Zoo models (models/zoo/*/manifest.json, weightless) get seeded random weights
+(tools/zoo_format.fill, seed 0); real models come from tools/real_models.py (fetched into
+~/.cache/spa/real; onnx's Caffe2 `light_*` models get seeded random weights in place of
+their constant fills, so that channels differ). Each model is pruned with
+`spa.prune(ratio=0.3)` (L2, local) in its own process with a time limit (--timeout).
+
+One row per model:
+
+- status: `ok`, or the error class (`ModelError`, `NothingToPrune`, `VerifyError`,
+  `timeout`, `crash` for an unexpected exception, `died` for a killed process) and its
+  first line.
+- checker, ort, shapes: the pruned model passes `onnx.checker` (full check), runs in
+  onnxruntime, and has the original's output shapes on the same inputs.
+- params and MACs before and after, and the MACs reduction.
+- prunable MACs: the sum of `macs_share` over the prunable groups of `spa.analyze`,
+  capped at 100%. A conv's MACs count in the group of its input channels and in the
+  group of its output channels, so the sum overstates the share of MACs that pruning can
+  touch; 0% means nothing that carries MACs is prunable.
+- time: seconds in `spa.prune` (verification included).
+- masked diff: max |pruned - masked original| / max(|masked original|, |original|) over
+  the float outputs (`spa.masked(model, result.sinks)`; the original's scale too, since
+  masking can drive an output such as a sigmoid to ~0): 0 up to float rounding when the pruned
+  model is exactly the original with the removed channels zeroed. Only meaningful when
+  the result is exact (no "hidden" group that passes a normalisation); `~` marks the
+  others.
+
+Totals (pruned ok / total, median MACs reduction over the models pruned) are printed
+and written at the top of the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ZOO = os.path.join(ROOT, "models", "zoo")
+PROTO_LIMIT = 1_800_000_000  # bytes of weights above which models go through external data files
+
+
+# ---------------------------------------------------------------- which models
+
+
+def _given_shapes(entry):
+    """Shapes from a manifest's model-level input specs (the transformers zoo): symbolic
+    batch 1, other symbolic dims (sequence) 7."""
+    return {i["name"]: [d if isinstance(d, int) else 1 if d == "batch" else 7 for d in i["shape"]]
+            for i in entry.get("inputs", []) if isinstance(i, dict) and "shape" in i}
+
+
+def zoo_entries(zoo=ZOO, exporters=None, families=None):
+    """Coverage jobs for every exported model of every zoo directory with a manifest."""
+    jobs = []
+    for mpath in sorted(glob.glob(os.path.join(zoo, "*", "manifest.json"))):
+        family = os.path.basename(os.path.dirname(mpath))
+        if families and family not in families:
+            continue
+        with open(mpath) as f:
+            manifest = json.load(f)
+        for name, entry in sorted(manifest.get("models", {}).items(), key=lambda kv: kv[1].get("gflops", 0)):
+            for exporter, ex in sorted(entry.get("exports", {}).items()):
+                if exporters and exporter not in exporters:
+                    continue
+                path = os.path.join(os.path.dirname(mpath), ex.get("file", f"{name}_{exporter}.onnx"))
+                job = {"name": f"{name}_{exporter}", "source": f"zoo/{family}", "kind": "zoo",
+                       "path": path, "input_shapes": _given_shapes(entry)}
+                if "error" in ex or not os.path.exists(path):
+                    job["export_error"] = ex.get("error", "file missing")
+                jobs.append(job)
+    return jobs
+
+
+def real_entries(download=True):
+    sys.path.insert(0, HERE)
+    import real_models
+
+    return [{"name": name, "source": info["framework"], "kind": "real", "path": info["path"],
+             "input_shapes": info["input_shapes"]}
+            for name, info in real_models.models(download=download).items()]
+
+
+# ---------------------------------------------------------------- one model (child process)
+
+
+def _random_fills(model, seed=0):
+    """Seeded random values in place of ConstantOfShape weight fills (onnx's light_* models)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
+            value_attr = [a for a in node.attribute if a.name == "value"]
+            if value_attr and value_attr[0].t.data_type not in (1, 10, 11):
+                continue  # integer fills are shapes or indices, not weights
+            shape = inits[node.input[0]]
+            if len(shape) > 1:
+                value = rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))
+            else:  # biases and norm parameters; BatchNorm variances must stay positive
+                value = rng.uniform(0.5, 1.5, shape)
+            node.op_type, node.input[:] = "Constant", []
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value.astype(np.float32))))
+    return model
+
+
+def _load(job):
+    import onnx
+
+    model = onnx.load(job["path"])
+    if job["kind"] == "zoo":
+        sys.path.insert(0, HERE)
+        from zoo_format import fill
+
+        return fill(model, 0)
+    if os.path.basename(job["path"]).startswith("light_"):
+        return _random_fills(model)
+    return model
+
+
+def _shapes(model, given, dynamic=1):
+    """Concrete shapes of the graph inputs: given ones, else dims with dynamic dims set."""
+    inits = {t.name for t in model.graph.initializer}
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        if vi.name in given:
+            out[vi.name] = tuple(given[vi.name])
+        else:
+            out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else dynamic
+                                 for d in vi.type.tensor_type.shape.dim)
+    return out
+
+
+def _compare(pruned, masked, original):
+    """max |pruned - masked| / max(|masked|, |original|) over float outputs; share of
+    differing elements for the others."""
+    import numpy as np
+
+    worst = 0.0
+    for name, want in masked.items():
+        got = pruned[name]
+        if got.shape != want.shape:
+            return float("inf")
+        if np.issubdtype(want.dtype, np.floating):
+            scale = max(float(np.max(np.abs(want))), float(np.max(np.abs(original[name])))) if want.size else 0.0
+            diff = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+            worst = max(worst, diff / scale if scale else diff)
+        elif want.size:
+            worst = max(worst, float(np.mean(got != want)))
+    return worst
+
+
+def measure(job, ratio, seed=0):
+    """Prune one model; the report row (raises only on a bug in this tool)."""
+    import numpy as np
+    import onnx
+
+    import spa
+    from spa.verify import random_inputs, run
+
+    row = {k: job[k] for k in ("name", "source", "kind")}
+    if "export_error" in job:
+        row.update(status="export failed", error=job["export_error"].splitlines()[0][:300])
+        return row
+    model = _load(job)
+    shapes = _shapes(model, job["input_shapes"])
+    row["input_shapes"] = {k: list(v) for k, v in shapes.items()}
+    weight_bytes = sum(t.ByteSize() for t in model.graph.initializer) + \
+        sum(n.ByteSize() for n in model.graph.node if n.op_type == "Constant")
+    tmp = tempfile.mkdtemp(prefix="spa-cov-")
+    src, output = model, None
+    if weight_bytes > PROTO_LIMIT:  # past protobuf's 2 GB: files with external data
+        src = os.path.join(tmp, "model.onnx")
+        onnx.save(model, src, save_as_external_data=True, location="model.data")
+        output = os.path.join(tmp, "pruned.onnx")
+    try:
+        analysis = spa.analyze(src, input_shapes=shapes)
+        row["groups"] = len(analysis.groups)
+        row["prunable_groups"] = len(analysis.prunable)
+        row["prunable_macs_share"] = min(1.0, sum(g.macs_share for g in analysis.prunable))
+        row["blocked_ops"] = [list(x) for x in analysis.blocked_ops]
+        reasons = Counter()
+        for g in analysis.groups:
+            if not g.prunable:
+                for part in g.reason.split("; "):
+                    reasons[part.split(" (+")[0][:160]] += 1
+        row["block_reasons"] = reasons.most_common(8)
+        t0 = time.perf_counter()
+        result = spa.prune(src, output, ratio=ratio, input_shapes=shapes, seed=seed)
+        row["prune_seconds"] = round(time.perf_counter() - t0, 2)
+    except spa.SpaError as exc:
+        row.update(status=type(exc).__name__, error=str(exc).splitlines()[0][:400])
+        return row
+    except Exception as exc:  # noqa: BLE001 - an unexpected exception is a bug to report
+        row.update(status="crash", error=f"{type(exc).__name__}: {str(exc).strip()}".splitlines()[0][:400],
+                   traceback=traceback.format_exc().strip().splitlines()[-8:])
+        return row
+    row.update(status="ok", params_before=result.before.params, params_after=result.after.params,
+               macs_before=result.before.macs, macs_after=result.after.macs,
+               macs_reduction=result.macs_reduction, params_reduction=result.params_reduction,
+               exact=result.exact, checker=result.verdict.checker, timings=result.timings,
+               pruned_groups=len(result.changes))
+    if output is not None:  # the oracle needs protos under 2 GB
+        row.update(ort=result.verdict.runs, shapes=result.verdict.outputs_match, masked_diff=None)
+        return row
+    feeds = random_inputs(model, shapes, seed + 1)
+    try:
+        original = run(model, feeds)
+        pruned = run(result.model, feeds)
+        row["ort"] = True
+    except Exception as exc:  # noqa: BLE001
+        row.update(ort=False, shapes=False, error=f"onnxruntime: {str(exc).splitlines()[0][:300]}")
+        return row
+    row["shapes"] = all(pruned[k].shape == v.shape for k, v in original.items())
+    row["finite"] = bool(all(np.all(np.isfinite(v)) for v in original.values()
+                             if np.issubdtype(v.dtype, np.floating)))
+    try:
+        masked = run(spa.masked(model, result.sinks), feeds)
+        row["masked_diff"] = _compare(pruned, masked, original)
+        row["masking_changes_output"] = _compare(original, masked, original) > 1e-6
+    except Exception as exc:  # noqa: BLE001
+        row["masked_diff"] = None
+        row["masked_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return row
+
+
+def _child(job_path, ratio, result_path):
+    with open(job_path) as f:
+        job = json.load(f)
+    try:
+        row = measure(job, ratio)
+    except Exception as exc:  # noqa: BLE001 - reported as a row, not lost
+        row = {k: job[k] for k in ("name", "source", "kind")}
+        row.update(status="crash", error=f"coverage tool: {type(exc).__name__}: {exc}".splitlines()[0][:400],
+                   traceback=traceback.format_exc().strip().splitlines()[-8:])
+    with open(result_path, "w") as f:
+        json.dump(row, f)
+
+
+def run_job(job, ratio, timeout):
+    """measure() in a fresh process, killed whole at the time limit."""
+    tmp = tempfile.mkdtemp(prefix="spa-cov-job-")
+    job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "row.json")
+    with open(job_path, "w") as f:
+        json.dump(job, f)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", job_path, result_path, "--ratio", str(ratio)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    row = {k: job[k] for k in ("name", "source", "kind")}
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        with open(result_path) as f:
+            row = json.load(f)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        row.update(status="timeout", error=f"over {timeout:g} s")
+    except (OSError, ValueError):
+        tail = out.decode(errors="replace").strip().splitlines()[-3:]
+        row.update(status="died", error=f"exit {proc.returncode}: {' | '.join(tail)}"[:400])
+    finally:
+        for p in (job_path, result_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        os.rmdir(tmp)
+    row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+# ---------------------------------------------------------------- the report
+
+
+def totals(rows):
+    ok = [r for r in rows if r.get("status") == "ok"]
+    attempted = [r for r in rows if r.get("status") != "export failed"]
+    reductions = [r["macs_reduction"] for r in ok]
+    return {"models": len(rows), "attempted": len(attempted), "pruned_ok": len(ok),
+            "export_failed": len(rows) - len(attempted),
+            "verified": sum(bool(r.get("checker") and r.get("ort") and r.get("shapes")) for r in ok),
+            "median_macs_reduction": statistics.median(reductions) if reductions else None,
+            "statuses": dict(Counter(r.get("status") for r in rows))}
+
+
+def _m(v):
+    return "" if v is None else f"{v / 1e9:.3g}G" if v >= 1e8 else f"{v / 1e6:.3g}M"
+
+
+def _pct(v):
+    return "" if v is None else f"{100 * v:.1f}%"
+
+
+def _yes(v):
+    return "" if v is None else ("yes" if v else "**no**")
+
+
+def markdown(rows, t, ratio):
+    lines = [f"# SPA coverage at --ratio {ratio}", "",
+             f"Pruned ok: **{t['pruned_ok']} / {t['attempted']}** models "
+             f"({t['export_failed']} more could not be exported by torch); "
+             f"verified (checker, onnxruntime, shapes): {t['verified']}; "
+             f"median MACs reduction: **{_pct(t['median_macs_reduction'])}**.", "",
+             "Columns: see `tools/coverage.py`. *prunable MACs* is the capped sum of `macs_share` of the "
+             "prunable groups; *masked diff* is max |pruned - masked original| / max(|masked original|, |original|) "
+             "(`~`: not exact, a hidden-size group passes a normalisation).", "",
+             "| model | source | status | checker | ort | shapes | params | MACs | MACs -% | prunable MACs "
+             "| time s | masked diff | error |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        params = f"{_m(r['params_before'])} → {_m(r['params_after'])}" if "params_before" in r else ""
+        macs = f"{_m(r['macs_before'])} → {_m(r['macs_after'])}" if "macs_before" in r else ""
+        diff = r.get("masked_diff")
+        diff = "" if diff is None else f"{'' if r.get('exact', True) else '~'}{diff:.1e}"
+        err = (r.get("error") or r.get("masked_error") or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {r['name']} | {r['source']} | {r.get('status')} | {_yes(r.get('checker'))} "
+                     f"| {_yes(r.get('ort'))} | {_yes(r.get('shapes'))} | {params} | {macs} "
+                     f"| {_pct(r.get('macs_reduction'))} | {_pct(r.get('prunable_macs_share'))} "
+                     f"| {r.get('prune_seconds', '')} | {diff} | {err[:200]} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(rows, out, ratio):
+    t = totals(rows)
+    os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump({"ratio": ratio, "totals": t, "rows": rows}, f, indent=1)
+        f.write("\n")
+    with open(out + ".md", "w") as f:
+        f.write(markdown(rows, t, ratio))
+    return t
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--out", default=os.path.join(ROOT, "reports", "coverage"),
+                    help="report path without extension (default reports/coverage): .md and .json")
+    ap.add_argument("--only", nargs="*", help="glob patterns of model names")
+    ap.add_argument("--exporters", nargs="*", help="zoo exporters to include (default: all)")
+    ap.add_argument("--families", nargs="*", help="zoo folders to include (default: all, e.g. torchvision)")
+    ap.add_argument("--no-zoo", action="store_true")
+    ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--no-download", action="store_true", help="real models: only those already cached")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
+    ap.add_argument("--jobs", type=int, default=1, help="models pruned at once (default 1)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of the existing report for models already measured")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _child(args.child[0], args.ratio, args.child[1])
+    jobs = ([] if args.no_zoo else zoo_entries(exporters=args.exporters, families=args.families)) + \
+        ([] if args.no_real else real_entries(download=not args.no_download))
+    if args.only:
+        jobs = [j for j in jobs if any(fnmatch.fnmatch(j["name"], p) for p in args.only)]
+    rows = [None] * len(jobs)
+    if args.resume and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            old = {r["name"]: r for r in json.load(f)["rows"] if r.get("status") not in ("export failed", None)}
+        rows = [old.get(j["name"]) if "export_error" not in j else None for j in jobs]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = {pool.submit(run_job, jobs[i], args.ratio, args.timeout): i for i in todo}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            i = futures[fut]
+            rows[i] = r = fut.result()
+            red = f" MACs -{_pct(r['macs_reduction'])}" if "macs_reduction" in r else ""
+            print(f"{r['name']:32s} {r.get('status')}{red} {(r.get('error') or '')[:150]}", flush=True)
+            write_reports([x for x in rows if x is not None], args.out, args.ratio)
+    t = write_reports(rows, args.out, args.ratio)
+    print(f"pruned ok {t['pruned_ok']}/{t['attempted']} (export failed: {t['export_failed']}), "
+          f"verified {t['verified']}, median MACs reduction {_pct(t['median_macs_reduction'])}; "
+          f"{args.out}.md")
+
+
+if __name__ == "__main__":
+    main()
