@@ -13,6 +13,7 @@ import stat
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import TensorProto
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
@@ -138,6 +139,11 @@ def resolve(base: str, location: str, name: str, where: str = "") -> str:
     return real
 
 
+def open_plain(path: str) -> int:
+    """A read-only descriptor for a checked path; a link swapped in since is not followed."""
+    return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+
+
 class Files:
     """Read-only memory maps of external data files, one per file, released on demand."""
 
@@ -151,8 +157,11 @@ class Files:
             return np.zeros(shape, dtype)
         mm = self._maps.get(path)
         if mm is None or len(mm) < offset + size:  # a data file being written may have grown
-            with open(path, "rb") as f:
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = open_plain(path)
+            try:
+                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
             self._maps[path] = mm
         if offset + size > len(mm):
             raise ModelError(f"{path}: external data ends before byte {offset + size}")
@@ -219,8 +228,11 @@ def attach(model: onnx.ModelProto, base: str | None, where: str) -> Store:
         store.paths.add(path)
         store.data_bytes += size
         if size < INLINE_BELOW or t.data_type in NOT_MAPPED:
-            with open(path, "rb") as f:
-                t.raw_data = os.pread(f.fileno(), size, offset)
+            fd = open_plain(path)
+            try:
+                t.raw_data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
             del t.external_data[:]
             t.data_location = TensorProto.DEFAULT
     return store
@@ -238,8 +250,6 @@ def bind(graph, store: Store) -> None:
 
 def constants(graph):
     """Every gs.Constant of a graph: its tensors, node attributes, and subgraphs' ones."""
-    import onnx_graphsurgeon as gs
-
     seen = {}
     stack = [graph]
     while stack:
@@ -286,14 +296,17 @@ class DataFile:
 
     def put_copy(self, src: str, src_offset: int, n: int) -> int:
         offset = self._start(n)
-        with open(src, "rb") as f:
+        fd = open_plain(src)
+        try:
             done = 0
             while done < n:
-                chunk = os.pread(f.fileno(), min(CHUNK, n - done), src_offset + done)
+                chunk = os.pread(fd, min(CHUNK, n - done), src_offset + done)
                 if not chunk:
                     raise ModelError(f"{src}: external data ends early")
                 self._f.write(chunk)
                 done += len(chunk)
+        finally:
+            os.close(fd)
         self.size += n
         return offset
 

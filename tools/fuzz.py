@@ -315,7 +315,7 @@ def mutate(rng, data, others):
     return data
 
 
-def make_case(seed, index, seed_models, folder):
+def make_case(seed, index, seed_models, folder, command="prune"):
     """Write case `index` into `folder`; returns (args, label)."""
     rng = random.Random(f"{seed}:{index}")
     name, data, ext = rng.choice(seed_models)
@@ -329,6 +329,8 @@ def make_case(seed, index, seed_models, folder):
     if rng.random() < 0.05:  # a link out of the folder, for locations that name it
         os.symlink("/etc/hostname", os.path.join(folder, "link.data"))
     args = rng.choice(ARGS)
+    if command == "analyze":
+        return ["analyze", os.path.join(folder, "model.onnx"), "--json"], name
     return ["prune", os.path.join(folder, "model.onnx"), os.path.join(folder, "out.onnx")] + args, name
 
 
@@ -413,7 +415,7 @@ def _digest(folder, names):
     return h
 
 
-def check_case(folder, code, text):
+def check_case(folder, code, text, command="prune"):
     """The problems of one finished case: a list of (kind, detail)."""
     problems = []
     inputs = {"model.onnx", "data.bin", "link.data"}
@@ -432,10 +434,12 @@ def check_case(folder, code, text):
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         if code in OK_CODES and len(lines) != 1:
             problems.append(("multiline", text.strip()[:200]))
-    else:
-        extra = [n for n in left if n not in ("out.onnx", "out.onnx.data")]
-        if extra:
-            problems.append(("leftover", ", ".join(extra)))
+        return problems
+    written = {"out.onnx", "out.onnx.data"} if command == "prune" else set()
+    extra = [n for n in left if n not in written]
+    if extra:
+        problems.append(("leftover", ", ".join(extra)))
+    if command == "prune":
         try:
             onnx.checker.check_model(os.path.join(folder, "out.onnx"))
         except Exception as exc:  # the written model must be valid
@@ -443,14 +447,14 @@ def check_case(folder, code, text):
     return problems
 
 
-def one_case(i, seed, seed_models, root, run, timeout, save, retry=0.0):
+def one_case(i, seed, seed_models, root, run, timeout, save, retry=0.0, command="prune"):
     """Make, run and check case i; returns (outcome, problems, label, args).
 
     A case over `timeout` is run again (after removing what the killed run left) with
     `retry` seconds: finishing then makes it "slow" (a loaded machine), not a hang."""
     folder = os.path.join(root, f"case{i}")
     os.makedirs(folder)
-    args, label = make_case(seed, i, seed_models, folder)
+    args, label = make_case(seed, i, seed_models, folder, command)
     before = _digest(folder, ["model.onnx", "data.bin"])
     code, text = run(args, timeout)
     slow = False
@@ -460,7 +464,7 @@ def one_case(i, seed, seed_models, root, run, timeout, save, retry=0.0):
             shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
         code, text = run(args, retry)
         slow = code is not None
-    problems = check_case(folder, code, text) + ([("slow", "")] if slow else [])
+    problems = check_case(folder, code, text, command) + ([("slow", "")] if slow else [])
     if before != _digest(folder, ["model.onnx", "data.bin"]):
         problems.append(("input-modified", ""))
     if problems and save:
@@ -469,7 +473,8 @@ def one_case(i, seed, seed_models, root, run, timeout, save, retry=0.0):
     return (f"exit {code}" if code is not None else "timeout"), problems, label, args
 
 
-def fuzz(cases, seed=0, start=0, mode="subprocess", timeout=10.0, save=None, progress=True, jobs=1, retry=0.0):
+def fuzz(cases, seed=0, start=0, mode="subprocess", timeout=10.0, save=None, progress=True, jobs=1, retry=0.0,
+         command="prune"):
     """Run `cases` cases; returns (counts by outcome, list of failures).
 
     jobs > 1 runs that many cases at once (subprocess mode only); retry > 0 gives a
@@ -485,7 +490,7 @@ def fuzz(cases, seed=0, start=0, mode="subprocess", timeout=10.0, save=None, pro
         seed_models = seeds(tempfile.mkdtemp(dir=root))
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=1 if worker else jobs) as pool:
-            results = pool.map(lambda i: (i, one_case(i, seed, seed_models, root, run, timeout, save, retry)),
+            results = pool.map(lambda i: (i, one_case(i, seed, seed_models, root, run, timeout, save, retry, command)),
                                range(start, start + cases))
             for done, (i, (outcome, problems, label, args)) in enumerate(results, 1):
                 counts["cases"] += 1
@@ -514,12 +519,13 @@ def main():
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per case")
     ap.add_argument("--save", help="copy failing cases into this folder")
     ap.add_argument("--jobs", type=int, default=1, help="cases run at once (subprocess mode)")
+    ap.add_argument("--command", choices=["prune", "analyze"], default="prune")
     ap.add_argument("--retry", type=float, default=0.0,
                     help="seconds for a second run of a timed-out case; finishing then counts as slow, not a hang")
     args = ap.parse_args()
     t = time.perf_counter()
     counts, failures = fuzz(args.cases, args.seed, args.start, args.mode, args.timeout, args.save,
-                            jobs=args.jobs, retry=args.retry)
+                            jobs=args.jobs, retry=args.retry, command=args.command)
     for i, label, extra, problems in failures:
         for kind, detail in problems:
             print(f"case {i} ({label}, {' '.join(extra)}): {kind}: {detail}")

@@ -247,6 +247,10 @@ def shape_source(ctx, t, pos):
             if starts is None or steps != [1] or len(starts) != 1 or not isinstance(n, int):
                 return None
             t, pos = ins[0], min(max(starts[0] + n if starts[0] < 0 else starts[0], 0), n) + pos
+        elif op == "Reshape" and (ctx.rank(ins[0]) or 0) == 1:
+            t = ins[0]
+        elif op == "Where" and ctx.const(ins[2]) is None:  # Where(v == -1, ones, v)
+            t = ins[2]
         elif op == "Mul":
             consts = [ctx.const(i) for i in ins]
             k = next((i for i in (0, 1) if consts[i] is not None and consts[i].size == 1), None)

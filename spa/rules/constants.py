@@ -21,7 +21,7 @@ class Constant(Rule):
 
 # ops a dims vector may pass through on its way to a shape target, and the input it uses
 SHAPE_PASS = {"Cast": 0, "Identity": 0, "Unsqueeze": 0, "Squeeze": 0, "Concat": None, "Gather": 0, "Slice": 0,
-              "Mul": None}
+              "Mul": None, "Where": None, "Equal": None}  # Where(Equal(v, -1), 1, v): TorchScript's expand
 SHAPE_TARGETS = {"Reshape": 1, "Expand": 1}
 
 
@@ -60,9 +60,11 @@ def _only_targets(t, depth=0):
         return False
     for user in t.outputs:
         uses = [i for i, x in enumerate(user.inputs) if x is t]
-        if user.op in SHAPE_TARGETS and uses == [SHAPE_TARGETS[user.op]]:
-            continue
+        if user.op in SHAPE_TARGETS and uses == [SHAPE_TARGETS[user.op]] or user.op == "Shape":
+            continue  # a target, or the Shape of the dims vector (its length, not its values)
         want = SHAPE_PASS.get(user.op, -1)
+        if user.op == "Reshape" and uses == [0] and len(user.outputs[0].shape or ()) == 1:
+            want = 0  # a dims vector flattened again stays a dims vector
         if want == -1 or (want is not None and uses != [want]):
             return False
         if not all(_only_targets(o, depth + 1) for o in user.outputs):

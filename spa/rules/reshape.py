@@ -49,7 +49,7 @@ def couple_segments(flow, x, y, xs, ys):
             flow.handle(x, a)
     for ax, ay in segments(xs, ys):
         big_x = _fixed_first([a for a in ax if xs[a] != 1], x, flow.ctx)
-        big_y = _fixed_first([b for b in ay if ys[b] != 1], y, flow.ctx)
+        big_y = _after_permute(_fixed_first([b for b in ay if ys[b] != 1], y, flow.ctx), y)
         if len(big_x) == 1 and len(big_y) == 1:
             flow.identity(x, big_x[0], y, big_y[0])
         elif len(big_y) == 1 and big_x:
@@ -71,6 +71,16 @@ def _fixed_first(axes, t, ctx):
     merged with heads must not take the heads' place."""
     fixed = [a for a in axes if not ctx.dynamic(t, a)]
     return fixed[:1] + [a for a in axes if a not in fixed[:1]] if fixed else axes
+
+
+def _after_permute(axes, y):
+    """Axes of a split, the one a following Transpose moves outermost first. A channel
+    shuffle (split, swap, merge) then links the same axis at both Reshapes."""
+    users = y.outputs
+    if len(axes) < 2 or len(users) != 1 or users[0].op != "Transpose" or "perm" not in users[0].attrs:
+        return axes
+    perm = list(users[0].attrs["perm"])
+    return sorted(axes, key=perm.index)
 
 
 def shape_spec(node, ctx):

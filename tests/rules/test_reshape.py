@@ -130,3 +130,18 @@ def test_reshape_to_shape_of_other_tensor_does_not_crash_prune():
     assert not group_with(spa.analyze(m), "conv0_w[0]").prunable
     r = check_oracle(m)
     assert shape(r.model, "tail_w") == (5, 8, 3, 3)
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_channel_shuffle_prunes_and_matches_masked_original(groups):
+    """ShuffleNet's Reshape [N,g,C/g,H,W] -> Transpose(0,2,1,3,4) -> Reshape [N,C,H,W]."""
+    def shuffle(g, x):
+        y = g.op("Reshape", [x, g.ints("split", [0, groups, 8 // groups, 8, 8])])
+        y = g.op("Transpose", [y], perm=[0, 2, 1, 3, 4])
+        return g.op("Reshape", [y, g.ints("merge", [0, 8, 8, 8])]), 8
+
+    m = sandwich(shuffle)
+    gr = group_with(spa.analyze(m), "conv0_w[0]")
+    assert gr.prunable and gr.channels == 8 // groups
+    r = check_oracle(m, ratio=0.5)
+    assert shape(r.model, "conv0_w")[0] == 4
