@@ -1,9 +1,10 @@
 """Fair onnxruntime timing of one or more models, and the NCHWc channel-count check.
 
-Every model gets the same session options, inputs and run counts. Runs are split into
-blocks that alternate between the models, so slow drift (heat, other load) hits all of
-them alike. Memory is the growth of the process's peak RSS (CPU) or of the device memory
-in use (CUDA) from before a model's session is created to the end of its warm-up.
+Every model gets the same session options, inputs and run counts. Timed runs alternate
+between the models (run by run for slow models, in re-warmed blocks for fast ones), so
+slow drift (heat, other load) hits all of them alike. Memory, measured in a child process
+per model, is the growth of peak RSS (CPU) or of device memory in use (CUDA) from before
+the session is created to the end of its warm-up.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def environment(settings: BenchSettings, providers) -> dict:
             "available_providers": ort.get_available_providers(), "cpu": name,
             "cpu_flags": sorted(f for f in flags if f in SIMD_FLAGS), "logical_cpus": os.cpu_count(),
             "nchwc_block": cpu_block_size(flags), "python": platform.python_version(),
-            "numpy": np.__version__, "onnx": onnx.__version__, "platform": platform.platform()}
+            "numpy": np.__version__, "onnx": onnx.__version__, "platform": platform.platform(),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 # -- sessions and inputs ----------------------------------------------------------------------
@@ -564,7 +566,8 @@ def bench_text(r: BenchResult) -> str:
     if multi:
         head += ["p50 ratio", "thr. ratio"]
     s, env = r.settings, r.environment
-    note = (f"onnxruntime {env['onnxruntime']} on {env['cpu'] or 'unknown CPU'}; {', '.join(env['providers'])}; "
+    load = f"; load average {env['load_average']:.1f}" if env.get("load_average") is not None else ""
+    note = (f"onnxruntime {env['onnxruntime']} on {env['cpu'] or 'unknown CPU'}{load}; {', '.join(env['providers'])}; "
             f"threads {s.threads or 'default'}; opt level {s.opt_level}; warm-up {s.warmup}; "
             + (f"about {s.seconds:g} s per model and batch" if s.seconds else f"{s.runs} runs"))
     text = table(rows, head) + "\n\n" + note

@@ -12,7 +12,7 @@ MACs are counted by SPA's counter on each ONNX graph, so both pruners are measur
 The last column checks the target: at batch 8, latency ratio <= 1.15 x MACs ratio.
 
 Usage: python tools/speed_bench.py [--models resnet50,mobilenetv2,vit_b16,minilm]
-       [--ratios 0.3,0.5] [--round-to 8] [--runs 10] [--threads N] [--work DIR]
+       [--ratios 0.3,0.5] [--round-to 8] [--runs 8] [--threads 1] [--work DIR]
 Needs the bench extra: pip install -e ".[bench]".
 """
 
@@ -104,13 +104,15 @@ def main():
     ap.add_argument("--models", default="resnet50,mobilenetv2,vit_b16,minilm")
     ap.add_argument("--ratios", default="0.3,0.5")
     ap.add_argument("--round-to", type=int, default=8, help="SPA's --round-to")
-    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads (default 1: the ratios then measure the kernels, not thread-pool "
+                         "scaling, and stay stable on a shared machine)")
     ap.add_argument("--seq", type=int, default=128, help="MiniLM sequence length")
     ap.add_argument("--work", default=None, help="folder for the ONNX files (default: a temporary one)")
     args = ap.parse_args()
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     work = args.work or tempfile.mkdtemp(prefix="spa-speed-")
     os.makedirs(work, exist_ok=True)
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -145,7 +147,8 @@ def main():
     print(f"\nparams, MACs, lat: pruned / original. onnxruntime {ort.__version__} CPU, {cpu}, "
           f"{os.cpu_count()} logical CPUs, {args.threads} intra-op threads, opt level all, warm-up {args.warmup}, "
           f"{args.runs} runs in alternating blocks, p50. SPA --round-to {args.round_to}. "
-          f"Wall time {time.perf_counter() - start:.0f} s; models in {work}")
+          f"Wall time {time.perf_counter() - start:.0f} s; load average {load_start:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end; models in {work}")
     misses = [v for v in verdicts if v[4] == "NO"]
     print(f"target lat b8 <= {BOUND} x MACs: {len(verdicts) - len(misses)} of {len(verdicts)} pruned variants meet it"
           + ("; missed by: " + ", ".join(f"{n} {p} {r} ({x:.2f})" for n, p, r, x, _ in misses) if misses else ""))
