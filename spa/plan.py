@@ -3,7 +3,8 @@
 Local: every prunable group loses `ratio` of its channels. Global: channels are
 ranked across groups by score normalised by the group mean, and removed lowest
 first until `ratio` of all channels, or `target_macs` of the MACs, are gone.
-Channel counts stay multiples of `round_to`; no group is ever emptied.
+Channel counts stay multiples of `round_to` (counted in elements: a head of 64 is
+already a multiple of 8); no group is ever emptied.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import math
 import numpy as np
 
 from .macs import node_macs
+
+
+def channel_step(group, round_to):
+    """Channels per rounding step: a channel spanning e elements (a head of 64, a conv
+    group of 8) needs only round_to / gcd(round_to, e) channels for the element counts
+    to stay multiples of round_to."""
+    span = max((int(np.bincount(ch).max()) for _, ch in group.spaces.values() if len(ch)), default=1)
+    return round_to // math.gcd(round_to, span)
 
 
 def keep_count(n, ratio, round_to):
@@ -45,7 +54,7 @@ def local_plan(groups, scores, ratio, round_to, kind_ratios=None) -> dict:
         if gr.id not in scores or not r:
             continue
         order = np.argsort(scores[gr.id], kind="stable")
-        drop = gr.channels - keep_count(gr.channels, r, round_to)
+        drop = gr.channels - keep_count(gr.channels, r, channel_step(gr, round_to))
         if drop > 0:
             plan[gr.id] = np.sort(order[:drop])
     return plan
@@ -93,7 +102,7 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None) -> d
     for gid, sc in scores.items():
         norm = sc / (sc.mean() or 1.0)
         order = np.argsort(norm, kind="stable")
-        steps[gid] = chunks(order, len(sc), round_to)
+        steps[gid] = chunks(order, len(sc), channel_step(by_id[gid], round_to))
         if steps[gid]:
             heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
     total = sum(len(sc) for sc in scores.values())

@@ -83,3 +83,12 @@ def test_analyze_names_every_group_and_reasons():
         assert g.prunable == (g.reason == "")
     assert any("graph output" in g.reason for g in an.groups)
     assert np.isclose(sum(g.macs_share for g in an.groups if g.prunable) > 0, True)
+
+
+def test_round_to_counts_elements_so_heads_still_prune():
+    """A channel that spans 8 elements (a conv group of 8) already keeps multiples of 8."""
+    model = ALL["resnext"]()
+    plain = spa.prune(model, ratio=0.5, criterion="random")
+    rounded = spa.prune(model, ratio=0.5, criterion="random", round_to=8)
+    pick = lambda r: {c.id: c.after for c in r.changes}  # noqa: E731
+    assert pick(rounded) == pick(plain)
