@@ -258,6 +258,11 @@ def _child(job_path, ratio, result_path):
         json.dump(row, f)
 
 
+def _current(row, job):
+    """A kept row still describes the model file (not re-exported since)."""
+    return row is not None and row.get("measured_at", 0) > os.path.getmtime(job["path"])
+
+
 def run_job(job, ratio, timeout):
     """measure() in a fresh process, killed whole at the time limit."""
     tmp = tempfile.mkdtemp(prefix="spa-cov-job-")
@@ -286,6 +291,7 @@ def run_job(job, ratio, timeout):
                 os.unlink(p)
         os.rmdir(tmp)
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    row["measured_at"] = time.time()
     return row
 
 
@@ -365,7 +371,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
     ap.add_argument("--jobs", type=int, default=1, help="models pruned at once (default 1)")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the rows of the existing report for models already measured")
+                    help="keep the rows of the existing report for model files measured since they were written")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -378,7 +384,8 @@ def main(argv=None):
     if args.resume and os.path.exists(args.out + ".json"):
         with open(args.out + ".json") as f:
             old = {r["name"]: r for r in json.load(f)["rows"] if r.get("status") not in ("export failed", None)}
-        rows = [old.get(j["name"]) if "export_error" not in j else None for j in jobs]
+        rows = [old.get(j["name"]) if "export_error" not in j and _current(old.get(j["name"]), j) else None
+                for j in jobs]
     todo = [i for i, r in enumerate(rows) if r is None]
     from concurrent.futures import ThreadPoolExecutor
 

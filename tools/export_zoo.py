@@ -5,7 +5,7 @@
     nohup /work/tvenv/bin/python tools/export_zoo.py > /tmp/export_zoo.log 2>&1 &
 
 Models are `torchvision.models.list_models(module=torchvision.models)` built with random
-weights (`weights=None`, seed 0), in eval mode, cheapest first (by the GFLOPs that
+weights (`weights=None`, seed 0; see `distinct`: no two tensors alike), in eval mode, cheapest first (by the GFLOPs that
 torchvision's weight metadata lists). Input 1x3xSxS: S is the model's own image size
 (ViTs), else the smallest crop size among its pretrained weights (224 for most, 299 for
 inception_v3, up to 600 for efficientnet_b7; 224 for regnet_y_128gf, whose SWAG weights
@@ -73,7 +73,39 @@ def build(name, crop):
         warnings.simplefilter("ignore")
         model = torchvision.models.get_model(name, weights=None).eval()
     size = getattr(model, "image_size", None) or crop  # ViTs fix their size at construction
-    return model, int(size)
+    return distinct(model), int(size)
+
+
+def distinct(model):
+    """Give every parameter and buffer distinct values, as trained weights have.
+
+    Freshly initialised models have many identical tensors (BatchNorm's ones and zeros,
+    zero biases, LayerNorm weights, layer scales), and both exporters store identical
+    tensors once: the TorchScript exporter after folding BatchNorm into the convs (one
+    bias initializer behind many Identity nodes), the dynamo one for LayerNorm weights.
+    A shared tensor ties the channels of every op that reads it, which no pretrained
+    export would do. BatchNorm gets random statistics; any other constant-valued float
+    tensor gets 1% noise.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                for name, lo, hi in (("weight", 0.5, 1.5), ("running_var", 0.5, 1.5)):
+                    t = getattr(mod, name, None)
+                    if t is not None:
+                        t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=gen))
+                for name in ("bias", "running_mean"):
+                    t = getattr(mod, name, None)
+                    if t is not None:
+                        t.copy_(0.1 * torch.randn(t.shape, generator=gen))
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point() and t.numel() > 1 and bool((t == t.reshape(-1)[0]).all()):
+                scale = float(t.reshape(-1)[0].abs()) or 1.0
+                t.add_(0.01 * scale * torch.randn(t.shape, generator=gen))
+    return model
 
 
 def export(model, size, exporter, path):
@@ -89,10 +121,12 @@ def export(model, size, exporter, path):
         kw["optimize"] = True
         example = torch.randn(2, 3, size, size)  # a batch of 1 would be specialised
     log = io.StringIO()
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log):
+    # not under torch.no_grad(): there nn.MultiheadAttention takes its fused fast path
+    # (aten::_native_multi_head_attention), which the TorchScript exporter cannot export
+    with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), path, input_names=[INPUT], output_names=[OUTPUT], **kw)
+    with torch.no_grad():
         check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
         want = model(check).numpy()
     return check.numpy(), want
@@ -159,7 +193,8 @@ def export_one(name, exporter, crop, out_dir):
     entry["outputs"] = [[o.name, _dims(o)] for o in proto.graph.output]
     entry["nodes"] = len(proto.graph.node)
     entry["ops"] = sorted({n.op_type for n in proto.graph.node})
-    onnx.save(strip(slim(proto)), path)
+    onnx.save(strip(slim(proto)), path + ".part")
+    os.replace(path + ".part", path)
     entry["bytes"] = os.path.getsize(path)
     entry["seconds"] = round(time.perf_counter() - t0, 1)
     return entry
