@@ -25,6 +25,7 @@ from .rewrite import apply, keep_map, removed_elements
 from .rules import rule_for
 from .rules.base import Ctx
 from .save import Staged, data_path, write_atomic
+from .skeleton import full_check
 from .verify import random_inputs, run_original
 from .verify import verify as check_pruned
 
@@ -238,7 +239,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
             pruned, verdict, size = _write_proto(m, cg, keep, output, feeds, reference, clock)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
-    pm = load(output, m.input_shapes) if external else load(pruned, m.input_shapes)
+    pm = load(output if external else pruned, m.input_shapes, checked=reference is not None)
     after = _stats(pm, Ctx(pm), size)
     clock.lap("stats")
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
@@ -249,13 +250,14 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
 
 
 def _source(m):
-    """What onnxruntime runs for the original: its file when it has external data."""
-    return m.path if m.external else m.proto
+    """What onnxruntime runs for the original: its file when it has one (no second
+    serialisation), else the proto."""
+    return m.path or m.proto
 
 
 def _full_check(m):
-    try:
-        onnx.checker.check_model(m.path if m.external else m.proto, full_check=True)
+    try:  # load ran the plain checker already
+        full_check(m.path if m.external else m.proto, checked=True)
     except Exception as exc:  # the checker and strict shape inference raise several types
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
         raise ModelError(f"{m.path or '<model>'}: invalid ONNX model (full check: {text})") from exc

@@ -22,6 +22,7 @@ from .errors import ModelError, SpaError, UsageError
 from .load import load, parse_input_shapes, read_proto
 from .macs import param_count, total_macs
 from .rules.base import Ctx
+from .skeleton import full_check
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def gate(original, pruned, th: Thresholds = Thresholds()) -> GateResult:
         add("loads", False, detail=f"not an ONNX model: {_first_line(exc)}")
     if ok["loads"]:
         try:
-            onnx.checker.check_model(pruned, full_check=True)
+            full_check(pruned)
             ok["checker"] = True
             add("checker", True)
         except Exception as exc:  # checker and shape inference raise several types

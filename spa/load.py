@@ -13,6 +13,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import ModelError, UsageError
 from .external import ExternalValues, Store, attach, bad_name, bind
+from .skeleton import skeleton, with_shapes
 
 MAX_ELEMENTS = 2 ** 28  # a run-time tensor larger than this (1 GiB of float32) is refused
 G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
@@ -96,12 +97,13 @@ def read_proto(src) -> tuple[onnx.ModelProto, str | None, int, Store]:
     return proto, path, size, store
 
 
-def load(src, input_shapes=None) -> Model:
+def load(src, input_shapes=None, checked=False) -> Model:
     """Load a model from a path or ModelProto.
 
     Args:
         src: path to an .onnx file, or an onnx.ModelProto.
         input_shapes: optional {input name: shape} to make dynamic inputs concrete.
+        checked: the model passed onnx.checker already (skip it).
 
     Returns:
         A Model with shapes inferred for every tensor ONNX can infer.
@@ -114,7 +116,8 @@ def load(src, input_shapes=None) -> Model:
     if name is not None:
         raise ModelError(f"{where}: the name {name!r} is not valid UTF-8")
     try:  # from the file when there is one: the checker looks for external data beside it
-        onnx.checker.check_model(path if store.paths else proto)
+        if not checked:
+            onnx.checker.check_model(path if store.paths else proto)
     except Exception as exc:  # ValidationError, and others for odd protos
         raise ModelError(f"{where}: invalid ONNX model ({_first_line(exc)})") from exc
     names = {i.name for i in proto.graph.input}
@@ -125,7 +128,7 @@ def load(src, input_shapes=None) -> Model:
     _check_sizes(concrete, (), where)
     inferred = _infer(proto, concrete, where)
     try:
-        graph = gs.import_onnx(inferred)
+        graph = gs.import_onnx(_concrete_copy(proto, concrete, inferred))
     except Exception as exc:  # graphsurgeon cannot represent some valid-looking protos
         raise ModelError(f"{where}: cannot import the graph ({_first_line(exc)})") from exc
     bind(graph, store)
@@ -178,10 +181,7 @@ def _concrete_inputs(proto, overrides) -> dict:
     return out
 
 
-def _infer(proto, overrides, where) -> onnx.ModelProto:
-    """Shape inference on a copy whose inputs are made concrete."""
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+def _make_concrete(model, overrides):
     del model.graph.value_info[:]
     for vi in model.graph.input:
         if vi.name in overrides:
@@ -191,10 +191,24 @@ def _infer(proto, overrides, where) -> onnx.ModelProto:
             for d, v in zip(dims, overrides[vi.name]):
                 d.Clear()
                 d.dim_value = v
+    return model
+
+
+def _infer(proto, overrides, where) -> onnx.ModelProto:
+    """Shape inference at concrete inputs, on the weightless skeleton of the model."""
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return onnx.shape_inference.infer_shapes(_make_concrete(skeleton(proto), overrides), data_prop=True)
+    except UsageError:
+        raise
     except Exception as exc:  # onnx raises several types here
         raise ModelError(f"{where}: shape inference failed ({_first_line(exc)})") from exc
+
+
+def _concrete_copy(proto, overrides, inferred) -> onnx.ModelProto:
+    """A copy of the model with concrete inputs and the inferred shapes."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    return with_shapes(_make_concrete(model, overrides), inferred)
 
 
 def _collect_shapes(proto, graph) -> dict:

@@ -11,6 +11,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from .external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
 from .graph import ChannelGraph
+from .skeleton import infer, with_shapes
 
 
 def removed_elements(groups, plan) -> dict:
@@ -153,7 +154,7 @@ def export(model, graph) -> onnx.ModelProto:
         setattr(out, field, getattr(src, field))
     del out.metadata_props[:]
     out.metadata_props.extend(src.metadata_props)
-    out = onnx.shape_inference.infer_shapes(out)
+    out = with_shapes(out, infer(out))
     for vi in list(out.graph.input) + list(out.graph.output):
         if vi.name in declared:  # inference may have made declared dims more specific
             vi.CopyFrom(declared[vi.name])

@@ -17,6 +17,7 @@ from .load import load
 from .rewrite import export, write_const
 from .rules.base import Ctx
 from .results import Verdict
+from .skeleton import full_check
 
 NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
             onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
@@ -30,7 +31,7 @@ class RunTimeout(RuntimeError):
 
 
 def session(src, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session for a ModelProto or a model file path.
+    """An onnxruntime CPU session for a ModelProto, serialised model bytes or a model file path.
 
     A ModelProto that refers to external data is refused: onnxruntime would look for
     the data relative to the working directory. Run such a model from its file.
@@ -132,16 +133,17 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
         where: the original's name for error messages.
     """
     t0 = time.perf_counter()
+    blob = pruned.SerializeToString() if isinstance(pruned, onnx.ModelProto) else None
     try:
-        onnx.checker.check_model(pruned, full_check=True)
+        full_check(pruned, blob)
     except Exception as exc:  # checker and shape inference raise several types
         raise VerifyError(f"pruned model fails onnx.checker: {_line(exc)}") from exc
     if _signature(_proto(original)) != _signature(_proto(pruned)):
         raise VerifyError("pruned model declares different output names, types or shapes")
     t1 = time.perf_counter()
     try:
-        if isinstance(pruned, onnx.ModelProto):
-            first, second = run(pruned, feeds), run(pruned, feeds)
+        if blob is not None:  # two sessions: one could hide a non-deterministic load
+            first, second = run(blob, feeds), run(blob, feeds)
         else:
             first, second = run(pruned, feeds, repeat=2)
     except Exception as exc:  # onnxruntime errors have no common base class
