@@ -91,8 +91,8 @@ def _check_args(ratio, target_macs, round_to, reduce, kinds):
     for k, v in kinds.items():
         if not 0 <= v < 1:
             raise UsageError(f"--{k} must be at least 0 and below 1, got {v}")
-    if round_to < 1:
-        raise UsageError(f"--round-to must be a positive integer, got {round_to}")
+    if round_to != "auto" and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise UsageError(f"--round-to must be a positive integer or 'auto', got {round_to!r}")
     if reduce not in REDUCTIONS:
         raise UsageError(f"unknown reduction {reduce!r}; choose from {', '.join(REDUCTIONS)}")
 
@@ -162,7 +162,7 @@ class _Clock:
 
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
-          global_ranking=False, round_to=1, exclude=(), input_shapes=None, seed=0,
+          global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
@@ -175,7 +175,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
             fall by this share.
         criterion: importance criterion name (see spa.criteria.CRITERIA).
         reduce: how member scores combine: mean, sum, max or first.
-        round_to: keep channel counts at multiples of this.
+        round_to: keep channel counts at multiples of this many elements; "auto" (the
+            default): 8, or 4, 2, 1 where 8 would leave a group under half its pruning.
         exclude: glob patterns of node or tensor names whose groups are protected.
         input_shapes: concrete shapes for dynamic inputs.
         seed: seed of the random criterion and of verification inputs.

@@ -44,6 +44,18 @@ def _common(fn):
     return fn
 
 
+class _RoundTo(click.ParamType):
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'auto'", param, ctx)
+
+
 @click.group()
 @click.version_option(package_name="spa-prune")
 def main():
@@ -74,7 +86,9 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
-@click.option("--round-to", default=1, show_default=True, type=int, help="Keep channel counts multiples of N.")
+@click.option("--round-to", default="auto", show_default=True, type=_RoundTo(),
+              help="Keep channel counts multiples of N; auto: 8, or 4, 2, 1 where 8 would keep a group "
+                   "under half its pruning.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--external-data", is_flag=True, default=None,

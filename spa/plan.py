@@ -4,7 +4,11 @@ Local: every prunable group loses `ratio` of its channels. Global: channels are
 ranked across groups by score normalised by the group mean, and removed lowest
 first until `ratio` of all channels, or `target_macs` of the MACs, are gone.
 Channel counts stay multiples of `round_to` (counted in elements: a head of 64 is
-already a multiple of 8); no group is ever emptied.
+already a multiple of 8); no group is ever emptied. `round_to="auto"` (the default) keeps,
+per group, the multiple of 8, 4, 2 or 1 elements (the coarsest that fits) nearest the
+requested count, where "fits" means the removal lands within a quarter of what the ratio
+asks: multiples of 8 suit onnxruntime's blocked (NCHWc) kernels (tools/roundto_bench.py),
+and small groups still prune.
 """
 
 from __future__ import annotations
@@ -23,6 +27,29 @@ def channel_step(group, round_to):
     to stay multiples of round_to."""
     span = max((int(np.bincount(ch).max()) for _, ch in group.spaces.values() if len(ch)), default=1)
     return round_to // math.gcd(round_to, span)
+
+
+AUTO_STEPS = (8, 4, 2, 1)
+
+
+def auto_keep(group, ratio):
+    """Channels to keep under round_to="auto" (see the module doc)."""
+    n = group.channels
+    want = n * (1 - ratio)
+    for r in AUTO_STEPS:
+        step = channel_step(group, r)
+        kept = min(n, max(step, round(want / step) * step))
+        if n > step and abs(kept - want) <= 0.25 * n * ratio:
+            return kept
+    return keep_count(n, ratio, 1)
+
+
+def group_step(group, round_to):
+    """Channels per rounding step of one group; global ranking under "auto" takes the
+    coarsest of 8, 4, 2, 1 elements that the group holds at least twice."""
+    if round_to != "auto":
+        return channel_step(group, round_to)
+    return next((s for s in map(lambda r: channel_step(group, r), AUTO_STEPS) if group.channels >= 2 * s), 1)
 
 
 def keep_count(n, ratio, round_to):
@@ -54,7 +81,8 @@ def local_plan(groups, scores, ratio, round_to, kind_ratios=None) -> dict:
         if gr.id not in scores or not r:
             continue
         order = np.argsort(scores[gr.id], kind="stable")
-        drop = gr.channels - keep_count(gr.channels, r, channel_step(gr, round_to))
+        kept = auto_keep(gr, r) if round_to == "auto" else keep_count(gr.channels, r, channel_step(gr, round_to))
+        drop = gr.channels - kept
         if drop > 0:
             plan[gr.id] = np.sort(order[:drop])
     return plan
@@ -102,7 +130,7 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None) -> d
     for gid, sc in scores.items():
         norm = sc / (sc.mean() or 1.0)
         order = np.argsort(norm, kind="stable")
-        steps[gid] = chunks(order, len(sc), channel_step(by_id[gid], round_to))
+        steps[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to))
         if steps[gid]:
             heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
     total = sum(len(sc) for sc in scores.values())

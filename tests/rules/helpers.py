@@ -170,6 +170,7 @@ def check_oracle(model, ratio=0.3, rtol=1e-4, atol=1e-5, **prune_kwargs):
     """Prune, then assert the pruned model's outputs equal the masked original's (batch 2)
     and that the masking changed the original's outputs. Returns the PruneResult."""
     prune_kwargs.setdefault("seed", 0)
+    prune_kwargs.setdefault("round_to", 1)  # rule tests check exact channel counts
     result = spa.prune(model, ratio=ratio, **prune_kwargs)
     assert result.changes, "nothing was pruned"
     x = feeds(model)
