@@ -218,7 +218,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed)
     m.release()
     if not scores:
-        raise NothingToPrune(f"{m.path or '<model>'}: no prunable channel group (see `spa analyze`)")
+        raise NothingToPrune(f"{m.path or '<model>'}: no prunable channel group{_main_blocker(groups)} "
+                             "(see `spa analyze`)")
     if target_macs is not None or global_ranking:
         plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs)
     else:
@@ -248,6 +249,13 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
                        sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact, updates)
+
+
+def _main_blocker(groups) -> str:
+    top = max(groups, key=lambda g: g.macs, default=None)
+    if top is None or not top.blockers:
+        return ""
+    return f"; the one with the most MACs is blocked: {top.blockers[0]}"
 
 
 def _source(m):

@@ -115,6 +115,11 @@ def _annotate(cg, group, exclude):
         hit = next((n for n in sorted(names) for p in exclude if fnmatch.fnmatchcase(n, p)), None)
         if hit:
             reasons.insert(0, f"excluded: '{hit}' matches --exclude")
+    if group.channels == 1 and not reasons:
+        size = max(g.nodes[s]["size"] for s in group.spaces)
+        reasons.append("a single channel cannot be removed" if size == 1 else
+                       f"its {size} channels are tied into one unit (index ties across grouped "
+                       "convolutions and channel permutations), which cannot lose a channel")
     group.blockers = reasons
     nodes = [g.nodes[s] for s in group.spaces]
     group.kind = "hidden" if any(n["lossy"] for n in nodes) else \

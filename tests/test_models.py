@@ -66,3 +66,12 @@ def test_external_data_weights_are_found_and_sliced(tmp_path):
     result = spa.prune(str(path), str(tmp_path / "out.onnx"), ratio=0.3)
     assert result.macs_reduction > 0.3
     assert_oracle(model, result)
+
+
+def test_shufflenet_v1_ties_all_channels_and_says_so():
+    # Grouped 1x1 convs around channel shuffles: index ties across groups join every channel.
+    path = os.path.join(LIGHT, "light_shufflenet.onnx")
+    top = max(spa.analyze(path).groups, key=lambda g: g.macs_share)
+    assert top.channels == 1 and not top.prunable and "tied into one unit" in top.reason
+    with pytest.raises(spa.NothingToPrune, match="tied into one unit"):
+        spa.prune(path, ratio=0.3)

@@ -12,7 +12,7 @@ MACs are counted by SPA's counter on each ONNX graph, so both pruners are measur
 The last column checks the target: at batch 8, latency ratio <= 1.15 x MACs ratio.
 
 Usage: python tools/speed_bench.py [--models resnet50,mobilenetv2,vit_b16,minilm]
-       [--ratios 0.3,0.5] [--round-to 8] [--runs 8] [--threads 1] [--work DIR]
+       [--ratios 0.3,0.5] [--round-to auto] [--runs 8] [--threads 1] [--work DIR]
 Needs the bench extra: pip install -e ".[bench]".
 """
 
@@ -103,7 +103,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="resnet50,mobilenetv2,vit_b16,minilm")
     ap.add_argument("--ratios", default="0.3,0.5")
-    ap.add_argument("--round-to", type=int, default=8, help="SPA's --round-to")
+    ap.add_argument("--round-to", default="auto", type=lambda v: v if v == "auto" else int(v),
+                    help="SPA's --round-to (default: SPA's default, auto)")
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1,
