@@ -176,7 +176,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         criterion: importance criterion name (see spa.criteria.CRITERIA).
         reduce: how member scores combine: mean, sum, max or first.
         round_to: keep channel counts at multiples of this many elements; "auto" (the
-            default): 8, or 4, 2, 1 where 8 would leave a group under half its pruning.
+            default): per group the nearest multiple of 8, else 4, 2, 1, within half the asked removal.
         exclude: glob patterns of node or tensor names whose groups are protected.
         input_shapes: concrete shapes for dynamic inputs.
         seed: seed of the random criterion and of verification inputs.

@@ -87,8 +87,8 @@ def analyze(model, input_shapes, exclude, as_json):
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
 @click.option("--round-to", default="auto", show_default=True, type=_RoundTo(),
-              help="Keep channel counts multiples of N; auto: 8, or 4, 2, 1 where 8 would keep a group "
-                   "under half its pruning.")
+              help="Keep channel counts multiples of N; auto: per group the nearest multiple of 8, "
+                   "else 4, 2, 1, within half the asked removal.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--external-data", is_flag=True, default=None,

@@ -6,7 +6,7 @@ first until `ratio` of all channels, or `target_macs` of the MACs, are gone.
 Channel counts stay multiples of `round_to` (counted in elements: a head of 64 is
 already a multiple of 8); no group is ever emptied. `round_to="auto"` (the default) keeps,
 per group, the multiple of 8, 4, 2 or 1 elements (the coarsest that fits) nearest the
-requested count, where "fits" means the removal lands within a quarter of what the ratio
+requested count, where "fits" means the removal lands within half of what the ratio
 asks: multiples of 8 suit onnxruntime's blocked (NCHWc) kernels (tools/roundto_bench.py),
 and small groups still prune.
 """
@@ -39,7 +39,7 @@ def auto_keep(group, ratio):
     for r in AUTO_STEPS:
         step = channel_step(group, r)
         kept = min(n, max(step, round(want / step) * step))
-        if n > step and abs(kept - want) <= 0.25 * n * ratio:
+        if n > step and abs(kept - want) <= 0.5 * n * ratio:
             return kept
     return keep_count(n, ratio, 1)
 

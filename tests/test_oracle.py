@@ -92,3 +92,19 @@ def test_round_to_counts_elements_so_heads_still_prune():
     rounded = spa.prune(model, ratio=0.5, criterion="random", round_to=8)
     pick = lambda r: {c.id: c.after for c in r.changes}  # noqa: E731
     assert pick(rounded) == pick(plain)
+
+
+@pytest.mark.parametrize("n,ratio,kept", [(64, 0.3, 48), (96, 0.3, 64), (24, 0.5, 16), (16, 0.3, 12), (8, 0.3, 6),
+                                          (3, 0.5, 2), (128, 0.3, 88)])
+def test_auto_round_keeps_nearest_coarse_multiple(n, ratio, kept):
+    from spa.groups import Group
+    from spa.plan import auto_keep
+
+    assert auto_keep(Group(0, n, {}), ratio) == kept
+
+
+def test_default_round_to_is_auto_and_keeps_multiples_of_8_on_wide_groups():
+    model = ALL["mobilenetv2"]()
+    result = spa.prune(model, ratio=0.3)
+    assert result.changes and all(c.after % 8 == 0 for c in result.changes if c.before >= 32)
+    assert_oracle(model, result)
