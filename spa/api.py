@@ -14,6 +14,7 @@ from .errors import ModelError, NothingToPrune, UsageError
 from .external import DataFile
 from .graph import build
 from .groups import find_groups
+from .headdim import head_dim_groups, sink_roles
 from .compensate import fold_means
 from .importance import REDUCTIONS, score
 from .moments import Moments
@@ -68,20 +69,21 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
     m = load(model, _shapes(input_shapes))
     cg = build(m)
     groups = find_groups(cg, exclude)
+    cg2, head_dims = head_dim_groups(m, groups, exclude)
     stats = _stats(m, cg.ctx, m.file_size)
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
-    return Analysis(m.path or "<model>", stats, _group_infos(cg, groups, stats.macs),
-                    tuple(sorted(missing.items())))
+    infos = _group_infos(cg, groups, stats.macs) + (_group_infos(cg2, head_dims, stats.macs) if head_dims else ())
+    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())))
 
 
-KINDS = ("heads", "mlp", "hidden")
+KINDS = ("heads", "head_dim", "mlp", "hidden")
 
 
 def _check_args(ratio, target_macs, round_to, reduce, kinds):
     if target_macs is not None and (ratio is not None or kinds):
-        raise UsageError("--target-macs cannot be combined with --ratio, --heads, --mlp or --hidden")
+        raise UsageError("--target-macs cannot be combined with --ratio, --heads, --head-dim, --mlp or --hidden")
     if ratio is None and target_macs is None and not kinds:
-        raise UsageError("give --ratio, --target-macs, or a per-kind ratio (--heads, --mlp, --hidden)")
+        raise UsageError("give --ratio, --target-macs, or a per-kind ratio (--heads, --head-dim, --mlp, --hidden)")
     bad = set(kinds) - set(KINDS)
     if bad:
         raise UsageError(f"unknown group kind(s) {', '.join(sorted(bad))}; choose from {', '.join(KINDS)}")
@@ -181,7 +183,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         input_shapes: concrete shapes for dynamic inputs.
         seed: seed of the random criterion and of verification inputs.
         force: overwrite an existing output.
-        kinds: per-kind ratios, e.g. {"heads": 0.25, "mlp": 0.5, "hidden": 0.0}, overriding
+        kinds: per-kind ratios, e.g. {"heads": 0.25, "head_dim": 0.25, "mlp": 0.5, "hidden": 0.0}, overriding
             `ratio` for groups of that kind (local ranking only).
         external_data: write tensors of 1 KB or more to `<output>.data`; None decides
             by size (weights over 2 GB). Needs `output`.
@@ -196,7 +198,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds)
     if kinds and global_ranking:
-        raise UsageError("per-kind ratios (--heads, --mlp, --hidden) work with local ranking only")
+        raise UsageError("per-kind ratios (--heads, --head-dim, --mlp, --hidden) work with local ranking only")
     _check_output(model, output, force)
     clock = _Clock()
     m = load(model, _shapes(input_shapes))
@@ -213,27 +215,32 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         clock.lap("reference")
     cg = build(m)
     groups = find_groups(cg, exclude)
+    local = target_macs is None and not global_ranking
+    cg2, head_dims = head_dim_groups(m, groups, exclude) if local else (None, [])
     clock.lap("graph")
     before = _stats(m, cg.ctx, m.file_size)
     scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed)
+    if head_dims:
+        scores.update(score(cg2, _Releasing(head_dims, m.release), criterion, reduce, seed))
     m.release()
     if not scores:
         raise NothingToPrune(f"{m.path or '<model>'}: no prunable channel group{_main_blocker(groups)} "
                              "(see `spa analyze`)")
-    if target_macs is not None or global_ranking:
-        plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs)
+    if local:
+        plan = local_plan(groups + head_dims, scores, ratio, round_to, kinds)
     else:
-        plan = local_plan(groups, scores, ratio, round_to, kinds)
+        plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs)
     if not plan:
         raise NothingToPrune(f"{m.path or '<model>'}: the settings remove no channel")
-    removed = removed_elements(groups, plan)
-    sinks = tuple((n, a, tuple(int(i) for i in idx)) for (n, a), idx in sorted(removed.items())
-                  if cg.g.nodes[(n, a)]["param"] and cg.g.nodes[(n, a)]["role"] == "in")
+    main_plan = {gid: ch for gid, ch in plan.items() if gid < len(groups)}
+    removed = removed_elements(groups + head_dims, plan)
+    sinks = _sinks([(cg, groups, main_plan), (cg2, head_dims, plan)])
     clock.lap("plan")
     keep = keep_map(cg, removed)
     if compensate is None:
         compensate = criterion == "obspa"
-    updates = fold_means(cg, Moments(cg), removed, keep) if compensate else ()
+    main_removed = removed_elements(groups, main_plan)
+    updates = fold_means(cg, Moments(cg), main_removed, keep_map(cg, main_removed)) if compensate else ()
     try:
         if external:
             pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)
@@ -245,10 +252,25 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     after = _stats(pm, Ctx(pm), size)
     clock.lap("stats")
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
-                    for g in groups if g.id in plan)
+                    for g in groups + head_dims if g.id in plan)
     exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
                        sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact, updates)
+
+
+def _sinks(parts) -> tuple:
+    """(tensor, axis, indices) of the parameter slices the masked oracle zeroes, from
+    (channel graph, groups, plan) parts."""
+    out: dict = {}
+    for cg, groups, plan in parts:
+        for gr in groups:
+            if gr.id not in plan:
+                continue
+            for s, idx in removed_elements([gr], {gr.id: plan[gr.id]}).items():
+                node = cg.g.nodes[s]
+                if node["param"] and node["role"] in sink_roles(gr):
+                    out[s] = np.union1d(out.get(s, idx), idx)
+    return tuple((n, a, tuple(int(i) for i in idx)) for (n, a), idx in sorted(out.items()))
 
 
 def _main_blocker(groups) -> str:

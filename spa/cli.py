@@ -80,6 +80,8 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
 @click.option("--target-macs", type=float, help="Prune globally until MACs fall by this share.")
 @click.option("--heads", type=float, help="Ratio for attention-head groups (overrides --ratio).")
+@click.option("--head-dim", "head_dim", type=float,
+              help="Ratio for head_dim slices shared by every head of an attention block.")
 @click.option("--mlp", type=float, help="Ratio for plain channel groups: conv channels, MLP width.")
 @click.option("--hidden", type=float, help="Ratio for groups that pass a norm (transformer hidden size).")
 @click.option("--criterion", default="l2", show_default=True, type=click.Choice(sorted(CRITERIA)))
@@ -95,13 +97,13 @@ def analyze(model, input_shapes, exclude, as_json):
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @_common
 @_run
-def prune(model, output, ratio, target_macs, heads, mlp, hidden, criterion, reduce, global_ranking, round_to,
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, reduce, global_ranking, round_to,
           seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
-                       kinds={"heads": heads, "mlp": mlp, "hidden": hidden},
+                       kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                        external_data=external_data or None)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
 

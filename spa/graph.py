@@ -28,9 +28,9 @@ class ChannelGraph:
     same: list  # (space a, space b, factor, reason): b must keep factor times a's elements
 
 
-def build(model: Model) -> ChannelGraph:
-    """Run every node's rule and collect links, roles and blockers."""
-    ctx = Ctx(model)
+def build(model: Model, inner: bool = False) -> ChannelGraph:
+    """Run every node's rule and collect links, roles and blockers (`inner`: see Ctx)."""
+    ctx = Ctx(model, inner)
     g = nx.MultiGraph()
     flows = []
     for node in model.graph.nodes:

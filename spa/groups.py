@@ -123,6 +123,7 @@ def _annotate(cg, group, exclude):
     group.blockers = reasons
     nodes = [g.nodes[s] for s in group.spaces]
     group.kind = "hidden" if any(n["lossy"] for n in nodes) else \
+        "head_dim" if any(n["tag"] == "head_dim" for n in nodes) else \
         "heads" if any(n["tag"] == "heads" for n in nodes) else "mlp"
 
 

@@ -27,7 +27,7 @@ def removed_elements(groups, plan) -> dict:
 
 
 def keep_map(cg: ChannelGraph, removed: dict) -> dict:
-    return {s: np.setdiff1d(np.arange(cg.g.nodes[s]["size"]), gone) for s, gone in removed.items()}
+    return {(n, a): np.setdiff1d(np.arange(cg.ctx.dim(cg.ctx.tensors[n], a)), gone) for (n, a), gone in removed.items()}
 
 
 def apply(cg: ChannelGraph, keep: dict) -> onnx.ModelProto:
@@ -39,7 +39,7 @@ def apply(cg: ChannelGraph, keep: dict) -> onnx.ModelProto:
             rule.shrink(node, ctx, keep)
     axes: dict = {}
     for (name, axis), idx in keep.items():
-        if cg.g.nodes[(name, axis)]["param"]:
+        if ctx.const(ctx.tensors[name]) is not None:
             axes.setdefault(name, []).append((axis, idx))
     for name, cuts in axes.items():
         value = ctx.const(ctx.tensors[name])

@@ -178,13 +178,14 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
     """
     model = load(original)
     ctx = Ctx(model)
-    for name, axis, idx in sinks:
-        t = ctx.tensors[name]
-        value = np.array(ctx.const(t))
+    values = {}
+    for name, axis, idx in sinks:  # one tensor may be cut by several groups (heads and head_dim)
+        value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
         index = [slice(None)] * value.ndim
         index[axis] = np.asarray(idx)
         value[tuple(index)] = 0
-        write_const(ctx, t, value)
+    for name, value in values.items():
+        write_const(ctx, ctx.tensors[name], value)
     nodes = {n.name: n for n in model.graph.nodes}
     for name, shift in updates:
         apply_shift(ctx, nodes[name], np.asarray(shift))

@@ -19,10 +19,16 @@ ROLES = ("in", "out", "elem", "stat")
 
 
 class Ctx:
-    """Read access to a model's shapes and constants, shared by all rules."""
+    """Read access to a model's shapes and constants, shared by all rules.
 
-    def __init__(self, model: Model):
+    `inner`: a Reshape that splits one axis into several (hidden -> heads x head_dim)
+    or merges them back maps the innermost of them instead of the outermost, so that
+    head_dim slices form the groups (see spa.api: a second channel graph).
+    """
+
+    def __init__(self, model: Model, inner: bool = False):
         self.model = model
+        self.inner = inner
         self.opset = model.opset
         self.tensors = model.graph.tensors()
         self._consts: dict = {}

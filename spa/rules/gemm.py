@@ -67,7 +67,10 @@ class MatMul(Rule):
             flow.param(a, ra - 1, "in")
             flow.param(a, ra - 2, "out")
         else:
-            flow.refuse(a, ra - 1, TWO_ACTIVATIONS.format(op="MatMul", axis=ra - 1))
+            if ctx.inner:  # Q.K^T over head_dim: dropping index k from both drops one term of the sum
+                flow.identity(a, ra - 1, b, rb - 2)
+            else:
+                flow.refuse(a, ra - 1, TWO_ACTIVATIONS.format(op="MatMul", axis=ra - 1))
             for k in range(ry - 2):  # attention: Q.K^T and probs.V batch over heads
                 flow.tag(y, k, "heads")
 

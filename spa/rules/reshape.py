@@ -9,6 +9,7 @@ takes blocks of the input. The other axes of a merge or split are refused.
 """
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from .base import Rule, broadcast, shape_source
 from .registry import register
@@ -50,6 +51,8 @@ def couple_segments(flow, x, y, xs, ys):
     for ax, ay in segments(xs, ys):
         big_x = _fixed_first([a for a in ax if xs[a] != 1], x, flow.ctx)
         big_y = _after_permute(_fixed_first([b for b in ay if ys[b] != 1], y, flow.ctx), y)
+        if flow.ctx.inner and len(big_x) + len(big_y) > 2:
+            big_x, big_y = _innermost(big_x, flow, x), _innermost(big_y, flow, y)
         if len(big_x) == 1 and len(big_y) == 1:
             flow.identity(x, big_x[0], y, big_y[0])
         elif len(big_y) == 1 and big_x:
@@ -64,6 +67,16 @@ def couple_segments(flow, x, y, xs, ys):
                        np.arange(xs[big_x[0]]))
             for b in big_y[1:]:
                 flow.refuse(y, b, f"{flow.node.op} splits axis {big_x[0]} into axis {b}")
+
+
+def _innermost(axes, flow, t):
+    """Inner mode: the last fixed axis of a split or merge leads, tagged head_dim."""
+    if len(axes) < 2:
+        return axes
+    fixed = [a for a in axes if not flow.ctx.dynamic(t, a)]
+    lead = max(fixed) if fixed else axes[0]
+    flow.tag(t, lead, "head_dim")
+    return [lead] + [a for a in axes if a != lead]
 
 
 def _fixed_first(axes, t, ctx):
@@ -156,10 +169,25 @@ def _write_spec(node, ctx, spec, new, pieces):
     if pieces is None:
         ctx.set_input(node, 1, np.asarray(new, dtype=np.int64))
         return
-    concat = node.inputs[1].inputs[0]
+    concat = _own_concat(node, ctx)
     for k in sorted({k for (k, _), a, b in zip(pieces, spec, new) if a != b}):
         vals = [new[i] for i, (kk, _) in enumerate(pieces) if kk == k]
         ctx.set_input(concat, k, np.asarray(vals, dtype=np.int64))
+
+
+def _own_concat(node, ctx):
+    """The Concat that builds the node's shape target, copied first when other nodes
+    read it too (K and V views may share one target yet lose different head_dim slices)."""
+    target = node.inputs[1]
+    concat = target.inputs[0]
+    if len(target.outputs) == 1:
+        return concat
+    ctx._fresh += 1
+    out = gs.Variable(f"{target.name}__spa{ctx._fresh}", dtype=np.int64, shape=target.shape)
+    copy = gs.Node("Concat", f"{concat.name}__spa{ctx._fresh}", dict(concat.attrs), list(concat.inputs), [out])
+    ctx.model.graph.nodes.append(copy)
+    node.inputs[1] = out
+    return copy
 
 
 @register
