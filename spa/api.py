@@ -248,7 +248,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
             pruned, verdict, size = _write_proto(m, cg, keep, output, feeds, reference, clock)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
-    pm = load(output if external else pruned, m.input_shapes, checked=reference is not None)
+    pm = load(output if external else pruned, m.input_shapes, checked=reference is not None, dynamic=False)
     after = _stats(pm, Ctx(pm), size)
     clock.lap("stats")
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))

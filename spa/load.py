@@ -97,13 +97,14 @@ def read_proto(src) -> tuple[onnx.ModelProto, str | None, int, Store]:
     return proto, path, size, store
 
 
-def load(src, input_shapes=None, checked=False) -> Model:
+def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
     """Load a model from a path or ModelProto.
 
     Args:
         src: path to an .onnx file, or an onnx.ModelProto.
         input_shapes: optional {input name: shape} to make dynamic inputs concrete.
         checked: the model passed onnx.checker already (skip it).
+        dynamic: find the axes that follow dynamic input dims (Model.dynamic).
 
     Returns:
         A Model with shapes inferred for every tensor ONNX can infer.
@@ -116,8 +117,8 @@ def load(src, input_shapes=None, checked=False) -> Model:
     if name is not None:
         raise ModelError(f"{where}: the name {name!r} is not valid UTF-8")
     try:  # from the file when there is one: the checker looks for external data beside it
-        if not checked:
-            onnx.checker.check_model(path if store.paths else proto)
+        if not checked:  # a path spares serialising the proto again
+            onnx.checker.check_model(path or proto)
     except Exception as exc:  # ValidationError, and others for odd protos
         raise ModelError(f"{where}: invalid ONNX model ({_first_line(exc)})") from exc
     names = {i.name for i in proto.graph.input}
@@ -137,8 +138,8 @@ def load(src, input_shapes=None, checked=False) -> Model:
     _fill_unknown(shapes, proto, graph, concrete)
     _check_sizes(shapes, _constant_names(graph), where)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    dynamic = _dynamic_axes(proto, graph, shapes, concrete, where)
-    return Model(proto, graph, shapes, concrete, path, opset, size, dynamic, store)
+    axes = _dynamic_axes(proto, graph, shapes, concrete, where) if dynamic else set()
+    return Model(proto, graph, shapes, concrete, path, opset, size, axes, store)
 
 
 def _check_opsets(proto, where):
@@ -253,15 +254,25 @@ def _fill_unknown(shapes, proto, graph, concrete):
 
 
 def _run_shapes(proto, concrete, names) -> dict:
-    """Shapes of `names` from one onnxruntime run on seeded inputs; {} if it cannot run."""
+    """Shapes of `names` from one onnxruntime run on seeded inputs; {} if it cannot run.
+    The run uses the skeleton, its large weights fed as zeros: shapes do not depend on
+    weight values, and the weights are not serialised again."""
     from .verify import random_inputs, run  # verify imports this module
 
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = skeleton(proto)
     declared = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in declared)
     try:
-        outs = run(model, random_inputs(proto, concrete))
+        feeds = random_inputs(proto, concrete)
+        inits = {t.name for t in model.graph.initializer}
+        weights = [vi for vi in model.graph.input if vi.name not in feeds and vi.name not in inits]
+        dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in weights}
+        zeros = np.zeros(max((int(np.prod(d)) * 8 for d in dims.values()), default=0), np.uint8)
+        for vi in weights:  # views of one zero buffer: no allocation per weight
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            n = int(np.prod(dims[vi.name]))
+            feeds[vi.name] = zeros[:n * dtype.itemsize].view(dtype).reshape(dims[vi.name])
+        outs = run(model, feeds)
     except Exception:  # a model ORT cannot run keeps its unknown shapes
         return {}
     return {n: tuple(outs[n].shape) for n in names if n in outs}
