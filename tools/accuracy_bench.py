@@ -364,6 +364,7 @@ class Bench:
                 with quiet():
                     bm.export(pruned, example, str(path), "ts", **export_kw)
                 proto = onnx.load(str(path))
+                path.unlink()
                 score = score_fn(proto)
                 red = 1 - macs_of(proto, input_shapes) / base_macs
             except Exception as exc:
