@@ -67,12 +67,11 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         t = ctx.tensors[name]
         if not attrs["param"] or attrs["role"] != "in" or len(t.outputs) != 1:
             continue
-        node = t.outputs[0]
-        if node.op not in IN_AXIS or node.inputs[1] is not t or (node.op == "Conv" and node.attrs.get("group", 1) != 1):
+        node, w, axis = consumer_of(ctx, t, axis)
+        if node is None or node.op not in IN_AXIS or (node.op == "Conv" and node.attrs.get("group", 1) != 1):
             continue
         if node.op == "Gemm" and node.attrs.get("transA", 0):
             continue
-        w = ctx.const(t).astype(np.float64)
         if w.ndim != 2 and node.op != "Conv":
             continue
         x = node.inputs[0]
@@ -88,6 +87,25 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             if np.any(factor != 1) and apply_shift(ctx, bn, factor):
                 updates.append((bn.name, factor))
     return tuple(updates)
+
+
+def consumer_of(ctx, t, axis):
+    """(consumer node, weight as the consumer reads it, channel axis in it) for a weight
+    read as input 1 of its consumer directly or through a Transpose (exports without
+    constant folding transpose Linear weights at run time); (None, None, axis) else."""
+    node, w = t.outputs[0], ctx.const(t)
+    if w is None:
+        return None, None, axis
+    w = w.astype(np.float64)
+    if node.op == "Transpose" and len(node.outputs[0].outputs) == 1:
+        perm = list(node.attrs.get("perm", range(w.ndim)[::-1]))
+        w, axis, src = np.transpose(w, perm), perm.index(axis % w.ndim), node.outputs[0]
+        node = src.outputs[0]
+    else:
+        src = t
+    if len(node.inputs) < 2 or node.inputs[1] is not src:
+        return None, None, axis
+    return node, w, axis
 
 
 MIN_KEPT = 0.05  # never shrink a BatchNorm's variance below this share

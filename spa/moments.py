@@ -194,7 +194,7 @@ class Moments:
 
     def _linear(self, node, src):
         ctx = self.ctx
-        x, w = node.inputs[0], ctx.const(node.inputs[1])
+        x, w = node.inputs[0], weight(ctx, node.inputs[1])
         if w is None:
             return None
         w = w.astype(np.float64)
@@ -219,6 +219,17 @@ class Moments:
             return None
         mean, var = self.at(x, -1, w.shape[0])
         return -1, mean @ w, var @ (w * w)
+
+
+def weight(ctx, t):
+    """A constant, or a Transpose of one (exports without constant folding transpose
+    Linear weights at run time); None otherwise."""
+    w = ctx.const(t)
+    if w is None and t.inputs and t.inputs[0].op == "Transpose":
+        src = ctx.const(t.inputs[0].inputs[0])
+        if src is not None:
+            w = np.transpose(src, list(t.inputs[0].attrs.get("perm", range(src.ndim)[::-1])))
+    return w
 
 
 RIDGE = 1.0  # relative weight of the propagated means against the running means

@@ -126,3 +126,29 @@ def test_running_means_downstream_correct_the_propagated_means():
     stats = Moments(cg)
     mean, _ = stats.at(cg.ctx.tensors["input"], 1, 16)
     assert np.linalg.norm(mean - shift) < 0.6 * np.linalg.norm(shift)
+
+
+def test_bias_fold_reaches_a_matmul_whose_weight_is_transposed_at_run_time():
+    # input [N,8] -> MatMul(Transpose(w1)) -> Add b1 -> Relu -> MatMul(Transpose(w2)) -> Add b2 -> output
+    # (torch's exporter without constant folding writes Linear layers this way)
+    rng = np.random.default_rng(0)
+    init = [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in dict(
+        w1=rng.standard_normal((16, 8)), b1=rng.normal(1, 1, 16), w2=rng.standard_normal((4, 16)),
+        b2=rng.standard_normal(4)).items()]
+    h_ = onnx.helper
+    nodes = [h_.make_node("Transpose", ["w1"], ["w1t"], perm=[1, 0], name="t1"),
+             h_.make_node("MatMul", ["input", "w1t"], ["a"], name="mm1"),
+             h_.make_node("Add", ["a", "b1"], ["ab"], name="add1"),
+             h_.make_node("Relu", ["ab"], ["h"], name="relu"),
+             h_.make_node("Transpose", ["w2"], ["w2t"], perm=[1, 0], name="t2"),
+             h_.make_node("MatMul", ["h", "w2t"], ["c"], name="mm2"),
+             h_.make_node("Add", ["c", "b2"], ["output"], name="add2")]
+    graph = h_.make_graph(nodes, "transposed", [h_.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 8])],
+                          [h_.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4])], init)
+    model = h_.make_model(graph, opset_imports=[h_.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = spa.prune(model, ratio=0.5, criterion="obspa")
+    assert [name for name, _ in result.updates] == ["mm2"]
+    feeds = {"input": rng.standard_normal((64, 8)).astype(np.float32)}
+    want = run(spa.masked(model, result.sinks, result.updates), feeds)["output"]
+    np.testing.assert_allclose(run(result.model, feeds)["output"], want, rtol=1e-4, atol=1e-5)
