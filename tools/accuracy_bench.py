@@ -1,8 +1,8 @@
 """Accuracy after pruning, with no fine-tuning: SPA's criteria side by side with
 Torch-Pruning and onnxsim's structured pruning.
 
-    python tools/accuracy_bench.py --out accuracy.md            # full run (~30-40 min, models cached)
-    python tools/accuracy_bench.py --quick --out quick.md       # smoke run (~5 min, models cached)
+    python tools/accuracy_bench.py --out accuracy.md            # full run (hours on 2 busy cores, models cached)
+    python tools/accuracy_bench.py --quick --out quick.md       # smoke run (models cached)
     python tools/accuracy_bench.py --models resnet,vit --criteria l2,obspa --ratios 0.2,0.4
     python tools/accuracy_bench.py --train-only                 # fill the cache and stop
 
@@ -619,7 +619,9 @@ def parse_args(argv=None):
     ap.add_argument("--test-images", type=int, default=10000, help="MNIST test images (default all 10000)")
     ap.add_argument("--photos", type=int, default=200)
     ap.add_argument("--sentences", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2; use 1 on "
+                                                           "a loaded machine: two torch threads competing for "
+                                                           "busy cores made ViT training 16x slower)")
     ap.add_argument("--retrain", action="store_true", help="train and export again, replacing the cache")
     ap.add_argument("--train-only", action="store_true", help="train the MNIST models into the cache and stop")
     ap.add_argument("--out", help="also write the markdown report here")
