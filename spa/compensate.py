@@ -1,5 +1,16 @@
-"""Data-free compensation: fold the expected contribution of removed channels into
-the consumers' biases (the mean part of the OBS update; see docs/obspa.md)."""
+"""Data-free compensation (see docs/obspa.md):
+
+- fold the expected contribution of removed channels into the consumers' biases (the
+  mean part of the OBS update);
+- where a consumer feeds a BatchNormalization, shrink that BatchNorm's running variance
+  by the share of the consumer's output variance the removed channels carried, so the
+  BatchNorm still normalises the pruned output to the scale the following layers were
+  trained on (a data-free BatchNorm recalibration).
+
+Each change is recorded as (node name, value) for the masked oracle: for a Conv, Gemm or
+MatMul the value is added to its bias; for a BatchNormalization it multiplies the running
+variance.
+"""
 
 from __future__ import annotations
 
@@ -56,12 +67,11 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         t = ctx.tensors[name]
         if not attrs["param"] or attrs["role"] != "in" or len(t.outputs) != 1:
             continue
-        node = t.outputs[0]
-        if node.op not in IN_AXIS or node.inputs[1] is not t or (node.op == "Conv" and node.attrs.get("group", 1) != 1):
+        node, w, axis = consumer_of(ctx, t, axis)
+        if node is None or node.op not in IN_AXIS or (node.op == "Conv" and node.attrs.get("group", 1) != 1):
             continue
         if node.op == "Gemm" and node.attrs.get("transA", 0):
             continue
-        w = ctx.const(t).astype(np.float64)
         if w.ndim != 2 and node.op != "Conv":
             continue
         x = node.inputs[0]
@@ -71,11 +81,62 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             shift = shift / float(node.attrs.get("beta", 1.0))
         if np.any(shift) and apply_shift(ctx, node, shift, keep):
             updates.append((node.name, shift))
+        bn = following_batchnorm(node)
+        if bn is not None and node.op == "Conv":
+            factor = kept_variance(w, np.asarray(idx), stats.at(x, 1, w.shape[1])[1])
+            if np.any(factor != 1) and apply_shift(ctx, bn, factor):
+                updates.append((bn.name, factor))
     return tuple(updates)
 
 
+def consumer_of(ctx, t, axis):
+    """(consumer node, weight as the consumer reads it, channel axis in it) for a weight
+    read as input 1 of its consumer directly or through a Transpose (exports without
+    constant folding transpose Linear weights at run time); (None, None, axis) else."""
+    node, w = t.outputs[0], ctx.const(t)
+    if w is None:
+        return None, None, axis
+    w = w.astype(np.float64)
+    if node.op == "Transpose" and len(node.outputs[0].outputs) == 1:
+        perm = list(node.attrs.get("perm", range(w.ndim)[::-1]))
+        w, axis, src = np.transpose(w, perm), perm.index(axis % w.ndim), node.outputs[0]
+        node = src.outputs[0]
+    else:
+        src = t
+    if len(node.inputs) < 2 or node.inputs[1] is not src:
+        return None, None, axis
+    return node, w, axis
+
+
+MIN_KEPT = 0.05  # never shrink a BatchNorm's variance below this share
+
+
+def kept_variance(w, idx, var):
+    """Per output channel of a Conv, the share of its output variance that the input
+    channels not in `idx` carry, with independent inputs of variance `var` (and
+    independent positions): sum over kept q of var_q * sum_k W[o, q, k]^2, over the
+    same sum for all q."""
+    energy = (w.reshape(w.shape[0], w.shape[1], -1) ** 2).sum(2) * var[None, :]
+    total = energy.sum(1)
+    removed = energy[:, idx].sum(1)
+    share = np.where(total > 0, (total - removed) / np.where(total > 0, total, 1), 1.0)
+    return np.clip(share, MIN_KEPT, 1.0)
+
+
+def following_batchnorm(node):
+    """The BatchNormalization reading the node's output, when it is the only reader."""
+    users = node.outputs[0].outputs
+    if len(users) == 1 and users[0].op == "BatchNormalization" and users[0].inputs[0] is node.outputs[0] \
+            and len(users[0].inputs) >= 5:
+        return users[0]
+    return None
+
+
 def apply_shift(ctx, node, shift, keep=None) -> bool:
-    """Add `shift` to the node's bias, creating the bias if the node has none."""
+    """Add `shift` to the node's bias, creating the bias if the node has none; for a
+    BatchNormalization, multiply its running variance by `shift` instead."""
+    if node.op == "BatchNormalization":
+        return _scale_variance(ctx, node, shift)
     where = bias_of(node)
     if where is None:
         return False
@@ -96,4 +157,15 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
     while len(holder.inputs) < slot:
         holder.inputs.append(gs.Variable.empty())
     holder.inputs.append(gs.Constant(f"{node.name}_spa_bias", value))
+    return True
+
+
+def _scale_variance(ctx, bn, factor) -> bool:
+    t = bn.inputs[4]
+    old = ctx.const(t)
+    if old is None or old.size != factor.size:
+        return False
+    new = (old.astype(np.float64) * factor.reshape(old.shape)).astype(old.dtype)
+    ctx._consts[t.name] = new
+    write_const(ctx, t, new)
     return True

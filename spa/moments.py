@@ -6,6 +6,12 @@ elementwise activations push a Gaussian through the function by quadrature; line
 ops assume independent inputs; a float graph input is taken as standardised. A
 tensor whose statistics are unknown gets none, and its consumers fall back to mean 0,
 variance 1 (plain magnitude).
+
+Then the channel means are corrected with what the model measured downstream: a
+BatchNormalization's running mean right after a Conv or Gemm is that layer's output
+mean, a linear function of its input's channel means. The means closest to the
+propagated ones that fit those running means (least squares, ridge towards the
+propagated values) replace them.
 """
 
 from __future__ import annotations
@@ -67,6 +73,27 @@ class Moments:
             if out is not None:
                 rank = self.ctx.rank(node.outputs[0]) or 1
                 self.map[node.outputs[0].name] = (out[0] % rank, out[1], out[2])
+        self._refine_means()
+
+    def _refine_means(self):
+        for name, (axis, mean, var) in list(self.map.items()):
+            t = self.ctx.tensors.get(name)
+            if t is None or axis != 1:
+                continue
+            rows = []
+            for node in t.outputs:
+                if node.op in ("Conv", "Gemm") and node.inputs[0] is t:
+                    fit = _measured(self.ctx, node, len(mean))
+                    if fit is not None and np.all(np.isfinite(fit[0])) and np.all(np.isfinite(fit[1])):
+                        rows.append(fit)
+            if not rows:
+                continue
+            a = np.concatenate([f[0] for f in rows])
+            r = np.concatenate([f[1] for f in rows])
+            gram = a @ a.T
+            lam = RIDGE * max(float(np.trace(gram)) / len(gram), 1e-30)
+            fixed = mean + a.T @ np.linalg.solve(gram + lam * np.eye(len(gram)), r - a @ mean)
+            self.map[name] = (axis, fixed, var)
 
     def at(self, t, axis, n):
         """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unknown."""
@@ -167,7 +194,7 @@ class Moments:
 
     def _linear(self, node, src):
         ctx = self.ctx
-        x, w = node.inputs[0], ctx.const(node.inputs[1])
+        x, w = node.inputs[0], weight(ctx, node.inputs[1])
         if w is None:
             return None
         w = w.astype(np.float64)
@@ -192,6 +219,76 @@ class Moments:
             return None
         mean, var = self.at(x, -1, w.shape[0])
         return -1, mean @ w, var @ (w * w)
+
+
+def weight(ctx, t):
+    """A constant, or a Transpose of one (exports without constant folding transpose
+    Linear weights at run time); None otherwise."""
+    w = ctx.const(t)
+    if w is None and t.inputs and t.inputs[0].op == "Transpose":
+        src = ctx.const(t.inputs[0].inputs[0])
+        if src is not None:
+            w = np.transpose(src, list(t.inputs[0].attrs.get("perm", range(src.ndim)[::-1])))
+    return w
+
+
+RIDGE = 1.0  # relative weight of the propagated means against the running means
+
+
+def _measured(ctx, node, n):
+    """(A, r): the running mean r of the BatchNormalization right after a Conv or Gemm
+    `node`, as A @ input channel means (n channels; Conv taps weighted by the share of
+    output positions where they read inside the padding). None if not applicable."""
+    users = node.outputs[0].outputs
+    if len(users) != 1 or users[0].op != "BatchNormalization" or len(users[0].inputs) < 5:
+        return None
+    rm = ctx.const(users[0].inputs[3])
+    w = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
+    if rm is None or w is None:
+        return None
+    w = w.astype(np.float64)
+    b = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+    r = rm.astype(np.float64).reshape(-1) - (b.reshape(-1) if b is not None and b.size == rm.size else 0)
+    if node.op == "Gemm":
+        if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
+            return None
+        a = w if node.attrs.get("transB", 0) else w.T
+    else:
+        g = int(node.attrs.get("group", 1))
+        cov = _coverage(ctx, node, w.shape[2:])
+        if cov is None or w.shape[1] * g != n:
+            return None
+        taps = (w.reshape(w.shape[0], w.shape[1], -1) * cov.reshape(1, 1, -1)).sum(2)
+        a = np.zeros((w.shape[0], n))
+        per = w.shape[0] // g
+        for j in range(g):
+            a[j * per:(j + 1) * per, j * w.shape[1]:(j + 1) * w.shape[1]] = taps[j * per:(j + 1) * per]
+    if a.shape != (len(r), n):
+        return None
+    return a, r
+
+
+def _coverage(ctx, node, kernel):
+    """Share of output positions at which each kernel tap reads inside the input."""
+    xs = ctx.shape(node.inputs[0])
+    if not xs or len(xs) != 2 + len(kernel) or not all(isinstance(d, int) for d in xs[2:]):
+        return None
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return None
+    nd = len(kernel)
+    strides = list(node.attrs.get("strides", [1] * nd))
+    dil = list(node.attrs.get("dilations", [1] * nd))
+    pads = list(node.attrs.get("pads", [0] * 2 * nd))
+    out = np.ones(())
+    for d in range(nd):
+        size, k = xs[2 + d], kernel[d]
+        n_out = (size + pads[d] + pads[nd + d] - dil[d] * (k - 1) - 1) // strides[d] + 1
+        if n_out <= 0:
+            return None
+        pos = np.arange(n_out)[:, None] * strides[d] - pads[d] + np.arange(k)[None, :] * dil[d]
+        share = ((pos >= 0) & (pos < size)).mean(0)
+        out = np.multiply.outer(out, share)
+    return out.reshape(-1)
 
 
 def _scalar(ctx, node, i, default):

@@ -62,3 +62,93 @@ def test_bn_criterion_ranks_by_batchnorm_scale():
     result = spa.prune(model, kinds={"mlp": 0.5}, criterion="bn")
     kept = next(onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer if t.name == "bn_g_0")
     assert np.allclose(np.sort(kept), np.sort(gamma)[len(gamma) // 2:])
+
+
+def _calibrated_two_layer(seed=0, n=4096):
+    """input [N,16,1,1] ~ N(0, I) -> Conv 1x1 (orthogonal, 16->16) -> BN a -> Relu -> Conv 1x1 (16->4)
+    -> BN b -> output. Both BatchNorms hold the statistics measured in onnxruntime on
+    standard normal inputs, so the data-free assumptions (Gaussian, independent channels)
+    hold exactly for the hidden group of 16 channels."""
+    rng = np.random.default_rng(seed)
+    wa = np.linalg.qr(rng.standard_normal((16, 16)))[0].astype(np.float32).reshape(16, 16, 1, 1)
+    wb = (rng.standard_normal((4, 16)) * rng.uniform(0.2, 2.0, 16)).astype(np.float32).reshape(4, 16, 1, 1)
+    gamma = rng.uniform(0.3, 2.0, 16).astype(np.float32)
+    beta = rng.normal(0, 1, 16).astype(np.float32)
+    x = rng.standard_normal((n, 16, 1, 1)).astype(np.float32)
+    a = np.einsum("oc,nc->no", wa[:, :, 0, 0], x[:, :, 0, 0])
+    h = np.maximum(gamma * (a - a.mean(0)) / np.sqrt(a.var(0) + 1e-5) + beta, 0)
+    b = h @ wb[:, :, 0, 0].T
+    init = [onnx.numpy_helper.from_array(v, k) for k, v in dict(
+        wa=wa, wb=wb, ga=gamma, ba=beta, ma=a.mean(0).astype(np.float32), va=a.var(0).astype(np.float32),
+        gb=np.ones(4, np.float32), bb=np.zeros(4, np.float32), mb=b.mean(0).astype(np.float32),
+        vb=b.var(0).astype(np.float32)).items()]
+    h_ = onnx.helper
+    nodes = [h_.make_node("Conv", ["input", "wa"], ["a"], name="conv_a"),
+             h_.make_node("BatchNormalization", ["a", "ga", "ba", "ma", "va"], ["an"], name="bn_a"),
+             h_.make_node("Relu", ["an"], ["h"], name="relu"),
+             h_.make_node("Conv", ["h", "wb"], ["b"], name="conv_b"),
+             h_.make_node("BatchNormalization", ["b", "gb", "bb", "mb", "vb"], ["output"], name="bn_b")]
+    graph = h_.make_graph(nodes, "calibrated", [h_.make_tensor_value_info("input", onnx.TensorProto.FLOAT,
+                                                                         ["N", 16, 1, 1])],
+                          [h_.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4, 1, 1])], init)
+    model = h_.make_model(graph, opset_imports=[h_.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, x
+
+
+def test_compensation_keeps_the_next_batchnorm_output_standardised():
+    # The BatchNorm after the pruned consumer still outputs mean 0, variance 1: the mean
+    # fold restores the mean, the running-variance update the scale.
+    model, x = _calibrated_two_layer()
+    for criterion in ("obspa", "l2"):
+        comp = spa.prune(model, ratio=0.5, criterion=criterion, compensate=True)
+        plain = spa.prune(model, ratio=0.5, criterion=criterion, compensate=False)
+        assert any(name == "bn_b" for name, _ in comp.updates)
+        y = run(comp.model, {"input": x})["output"][:, :, 0, 0]
+        y0 = run(plain.model, {"input": x})["output"][:, :, 0, 0]
+        np.testing.assert_allclose(y.mean(0), 0, atol=0.05)
+        np.testing.assert_allclose(y.var(0), 1, rtol=0.05)
+        assert np.abs(y0.mean(0)).max() > 0.2 or np.abs(y0.var(0) - 1).max() > 0.2
+
+
+def test_running_means_downstream_correct_the_propagated_means():
+    # Moments takes the graph input as mean 0; the BatchNorm after conv_a measured its
+    # real mean (here 0 by construction, so shift the input and its running mean alike).
+    from spa.graph import build
+    from spa.load import load
+    from spa.moments import Moments
+    model, _ = _calibrated_two_layer()
+    shift = np.linspace(-1, 1, 16)
+    ma = next(t for t in model.graph.initializer if t.name == "ma")
+    wa = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "wa"))[:, :, 0, 0]
+    ma.CopyFrom(onnx.numpy_helper.from_array((onnx.numpy_helper.to_array(ma) + wa @ shift).astype(np.float32), "ma"))
+    cg = build(load(model))
+    stats = Moments(cg)
+    mean, _ = stats.at(cg.ctx.tensors["input"], 1, 16)
+    assert np.linalg.norm(mean - shift) < 0.6 * np.linalg.norm(shift)
+
+
+def test_bias_fold_reaches_a_matmul_whose_weight_is_transposed_at_run_time():
+    # input [N,8] -> MatMul(Transpose(w1)) -> Add b1 -> Relu -> MatMul(Transpose(w2)) -> Add b2 -> output
+    # (torch's exporter without constant folding writes Linear layers this way)
+    rng = np.random.default_rng(0)
+    init = [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in dict(
+        w1=rng.standard_normal((16, 8)), b1=rng.normal(1, 1, 16), w2=rng.standard_normal((4, 16)),
+        b2=rng.standard_normal(4)).items()]
+    h_ = onnx.helper
+    nodes = [h_.make_node("Transpose", ["w1"], ["w1t"], perm=[1, 0], name="t1"),
+             h_.make_node("MatMul", ["input", "w1t"], ["a"], name="mm1"),
+             h_.make_node("Add", ["a", "b1"], ["ab"], name="add1"),
+             h_.make_node("Relu", ["ab"], ["h"], name="relu"),
+             h_.make_node("Transpose", ["w2"], ["w2t"], perm=[1, 0], name="t2"),
+             h_.make_node("MatMul", ["h", "w2t"], ["c"], name="mm2"),
+             h_.make_node("Add", ["c", "b2"], ["output"], name="add2")]
+    graph = h_.make_graph(nodes, "transposed", [h_.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 8])],
+                          [h_.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4])], init)
+    model = h_.make_model(graph, opset_imports=[h_.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = spa.prune(model, ratio=0.5, criterion="obspa")
+    assert [name for name, _ in result.updates] == ["mm2"]
+    feeds = {"input": rng.standard_normal((64, 8)).astype(np.float32)}
+    want = run(spa.masked(model, result.sinks, result.updates), feeds)["output"]
+    np.testing.assert_allclose(run(result.model, feeds)["output"], want, rtol=1e-4, atol=1e-5)
