@@ -5,6 +5,8 @@ hidden 4096, intermediate 11008, float32 weights in one external data file (6 bl
 3.25 GB), then measures, each in a fresh process:
 
 - `cp` of the model and its data file (twice; the faster one is the yardstick);
+  every timed step starts after a `sync` and ends after one, so each pays for writing its
+  own data to disk and none for the writeback of the step before;
 - pruning at --ratio (load, plan, rewrite, write; no verification): wall time, peak RSS;
 - the onnxruntime verification of the written model (checker, original run, two runs
   of the pruned model): wall time, peak RSS;
@@ -72,10 +74,12 @@ def measure(cmd) -> tuple[float, int, dict]:
 
     Peak RSS is the kernel's ru_maxrss for that process (wait4), file-backed pages included.
     """
+    os.sync()  # start with no dirty pages: each step pays for its own writes only
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.stdout.read(), proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
+    os.sync()  # ... and ends when they are on disk
     wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -117,8 +121,10 @@ def child(mode, model, out, ratio):
 def cp_time(model, folder) -> float:
     dest = os.path.join(folder, "copy")
     os.makedirs(dest, exist_ok=True)
+    os.sync()
     t = time.perf_counter()
     subprocess.run(["cp", model, model + ".data", dest], check=True)
+    os.sync()
     took = time.perf_counter() - t
     shutil.rmtree(dest)
     return took
