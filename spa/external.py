@@ -22,6 +22,7 @@ from .errors import ModelError
 INLINE_BELOW = 64 * 1024  # external tensors smaller than this are read into the proto at load
 WRITE_FROM = 1024  # tensors of at least this many bytes go to the data file (as onnx.save does)
 CHUNK = 16 * 1024 * 1024
+SYNC_EVERY = 256 * 1024 * 1024  # bytes a DataFile writes between syncs
 SUB_BYTE = {TensorProto.UINT4: 4, TensorProto.INT4: 4, TensorProto.FLOAT4E2M1: 4,
             TensorProto.UINT2: 2, TensorProto.INT2: 2}
 NOT_MAPPED = set(SUB_BYTE) | {TensorProto.UNDEFINED, TensorProto.STRING,
@@ -276,12 +277,26 @@ class DataFile:
         self.path, self.location, self.files = path, os.path.basename(path), files
         self._f = open(path, "wb")
         self.size = 0
+        self._synced = 0
+
+    def _write(self, data):
+        """Append; every SYNC_EVERY bytes, push the written range to disk and drop it from
+        the page cache: a large dirty cache slows page-cache writes several times over
+        (tools/memory_bench.py), and nothing here reads those pages soon."""
+        self._f.write(data)
+        pos = self._f.tell()
+        if pos - self._synced >= SYNC_EVERY:
+            self._f.flush()
+            os.fdatasync(self._f.fileno())
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._f.fileno(), self._synced, pos - self._synced, os.POSIX_FADV_DONTNEED)
+            self._synced = pos
 
     def _start(self, n: int) -> int:
         align = 4096 if n >= 1 << 20 else 16  # page-aligned large tensors can be mapped by onnxruntime
         pad = -self.size % align
         if pad:
-            self._f.write(b"\0" * pad)
+            self._write(b"\0" * pad)
             self.size += pad
         return self.size
 
@@ -290,7 +305,7 @@ class DataFile:
         offset = self._start(value.nbytes)
         data = memoryview(value.reshape(-1).view(np.uint8))
         for i in range(0, len(data), CHUNK):
-            self._f.write(data[i:i + CHUNK])
+            self._write(data[i:i + CHUNK])
         self.size += value.nbytes
         return offset
 
@@ -303,7 +318,7 @@ class DataFile:
                 chunk = os.pread(fd, min(CHUNK, n - done), src_offset + done)
                 if not chunk:
                     raise ModelError(f"{src}: external data ends early")
-                self._f.write(chunk)
+                self._write(chunk)
                 done += len(chunk)
         finally:
             os.close(fd)
