@@ -34,6 +34,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.models_torch import ViT  # noqa: E402
+from tools.models_torch import ConvBNReLU as ConvBNReLU6  # noqa: E402
+from tools.models_torch import InvertedResidual  # noqa: E402
 from tools.models_torch import MobileNetV2 as TorchvisionMobileNetV2  # noqa: E402
 
 MEAN, STD = 0.1307, 0.3081  # as tools/train_mnist.py
@@ -100,26 +102,6 @@ class MnistVGG(nn.Module):
 
 
 # -- MobileNetV2-style ------------------------------------------------------------------------
-class ConvBNReLU6(nn.Sequential):
-    def __init__(self, cin, cout, k=3, stride=1, groups=1):
-        super().__init__(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin, cout, stride, t):
-        super().__init__()
-        hidden = cin * t
-        self.use_res = stride == 1 and cin == cout
-        layers = [ConvBNReLU6(cin, hidden, 1)] if t != 1 else []
-        layers += [ConvBNReLU6(hidden, hidden, 3, stride, hidden), nn.Conv2d(hidden, cout, 1, bias=False),
-                   nn.BatchNorm2d(cout)]
-        self.conv = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res else self.conv(x)
-
-
 class MnistMobileNet(nn.Module):
     """Stem 16 (stride 2); inverted residuals (t, c, n, s) = (1,16,1,1) (4,24,2,2) (4,32,2,2)
     (4,64,2,1); 1x1 conv to 256; global average pool; Linear 256->10."""
