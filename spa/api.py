@@ -239,8 +239,10 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     keep = keep_map(cg, removed)
     if compensate is None:
         compensate = criterion == "obspa"
-    main_removed = removed_elements(groups, main_plan)
-    updates = fold_means(cg, Moments(cg), main_removed, keep_map(cg, main_removed)) if compensate else ()
+    updates = ()
+    if compensate:  # data-free bias folds follow the main graph's groups only
+        main_removed = removed_elements(groups, main_plan)
+        updates = fold_means(cg, Moments(cg), main_removed, keep_map(cg, main_removed))
     try:
         if external:
             pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)

@@ -125,7 +125,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
     unknown = set(input_shapes) - names
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
-    concrete = _concrete_inputs(proto, input_shapes)
+    concrete = concrete_inputs(proto, input_shapes)
     _check_sizes(concrete, (), where)
     inferred = _infer(proto, concrete, where)
     try:
@@ -167,15 +167,16 @@ def _check_sizes(shapes, consts, where):
                              f"SPA refuses run-time tensors over {MAX_ELEMENTS} elements")
 
 
-def _concrete_inputs(proto, overrides) -> dict:
-    """Concrete shapes for graph inputs; unknown or symbolic dims become 1."""
+def concrete_inputs(proto, overrides) -> dict:
+    """Concrete shapes for graph inputs: `overrides` ({name: shape}), else the declared
+    dims with unknown or symbolic ones set to 1."""
     inits = {t.name for t in proto.graph.initializer}
     out = {}
     for vi in proto.graph.input:
         if vi.name in inits:
             continue
         if vi.name in overrides:
-            out[vi.name] = overrides[vi.name]
+            out[vi.name] = tuple(overrides[vi.name])
             continue
         dims = vi.type.tensor_type.shape.dim
         out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims)

@@ -138,21 +138,6 @@ def _load(job):
     return model
 
 
-def _shapes(model, given, dynamic=1):
-    """Concrete shapes of the graph inputs: given ones, else dims with dynamic dims set."""
-    inits = {t.name for t in model.graph.initializer}
-    out = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        if vi.name in given:
-            out[vi.name] = tuple(given[vi.name])
-        else:
-            out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else dynamic
-                                 for d in vi.type.tensor_type.shape.dim)
-    return out
-
-
 def _compare(pruned, masked, original):
     """max |pruned - masked| / max(|masked|, |original|) over float outputs; share of
     differing elements for the others."""
@@ -178,6 +163,7 @@ def measure(job, ratio, seed=0):
     import onnx
 
     import spa
+    from spa.load import concrete_inputs
     from spa.verify import random_inputs, run
 
     row = {k: job[k] for k in ("name", "source", "kind")}
@@ -185,7 +171,7 @@ def measure(job, ratio, seed=0):
         row.update(status="export failed", error=job["export_error"].splitlines()[0][:300])
         return row
     model = _load(job)
-    shapes = _shapes(model, job["input_shapes"])
+    shapes = concrete_inputs(model, job["input_shapes"])
     row["input_shapes"] = {k: list(v) for k, v in shapes.items()}
     weight_bytes = sum(t.ByteSize() for t in model.graph.initializer) + \
         sum(n.ByteSize() for n in model.graph.node if n.op_type == "Constant")
