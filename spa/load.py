@@ -138,7 +138,16 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
     _fill_unknown(shapes, proto, graph, concrete)
     _check_sizes(shapes, _constant_names(graph), where)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    axes = _dynamic_axes(proto, graph, shapes, concrete, where) if dynamic else set()
+    axes = set()
+    if dynamic:  # folding needs to know which dims are dynamic
+        from .fold import fold  # fold reads constants with this module's helpers
+
+        bumped = _bumped_shapes(proto, graph, concrete, where)
+        if bumped is not None:
+            axes = {(n, a) for n, dims in shapes.items() if n in bumped and len(bumped[n]) == len(dims)
+                    for a, (d, e) in enumerate(zip(dims, bumped[n])) if d != e}
+        if fold(graph, shapes, shapes if bumped is None else bumped, opset):
+            shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items() if n not in shapes)
     return Model(proto, graph, shapes, concrete, path, opset, size, axes, store)
 
 
@@ -225,9 +234,9 @@ def _collect_shapes(proto, graph) -> dict:
     return shapes
 
 
-def _dynamic_axes(proto, graph, shapes, concrete, where) -> set:
-    """Axes whose size follows a dynamic input dim (batch, sequence): those that change
-    when every dynamic input dim grows by one."""
+def _bumped_shapes(proto, graph, concrete, where) -> dict | None:
+    """Tensor shapes with every dynamic input dim one larger (None without dynamic dims):
+    the axes whose size changes follow a dynamic input dim (batch, sequence)."""
     bumped = {}
     for vi in proto.graph.input:
         if vi.name in concrete:
@@ -235,11 +244,10 @@ def _dynamic_axes(proto, graph, shapes, concrete, where) -> set:
             bumped[vi.name] = tuple(v if d.HasField("dim_value") and d.dim_value > 0 else v + 1
                                     for d, v in zip(dims, concrete[vi.name]))
     if bumped == concrete:
-        return set()
+        return None
     other = _collect_shapes(_infer(proto, bumped, where), graph)
     _fill_unknown(other, proto, graph, bumped)
-    return {(n, a) for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
-            for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
+    return other
 
 
 def _fill_unknown(shapes, proto, graph, concrete):

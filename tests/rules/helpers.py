@@ -222,6 +222,15 @@ def input_value(model, node_name, index):
     return value(model, node(model, node_name).input[index])
 
 
+def runtime_input(model, node_name, index, batch=2):
+    """Input `index` of a node as computed in a run at `batch` (constant or not)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    name = node(m, node_name).input[index]
+    m.graph.output.append(onnx.ValueInfoProto(name=name))
+    return run(m, feeds(model, batch))[name]
+
+
 def shape(model, tensor):
     return value(model, tensor).shape
 

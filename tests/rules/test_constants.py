@@ -7,7 +7,7 @@ from onnx import TensorProto, helper
 
 import spa
 
-from .helpers import G, check_oracle, group_with, input_value, producer, sandwich, shape, value
+from .helpers import G, check_oracle, group_with, input_value, node, producer, sandwich, shape, value
 
 
 def _bn_mul(g, x):
@@ -120,13 +120,13 @@ def test_shape_gather_into_reshape_concat_target():
     def fn(g, x):
         n = g.op("Unsqueeze", [g.op("Gather", [g.op("Shape", [x]), g.ints("zero", 0)], axis=0), g.ints("ax", [0])])
         t = g.op("Concat", [n, g.ints("c", [8]), g.ints("hw", [64])], name="target", axis=0)
-        y = g.op("ReduceMean", [g.op("Reshape", [x, t])], axes=[2], keepdims=1)  # [N, 8, 1]
+        y = g.op("ReduceMean", [g.op("Reshape", [x, t], name="rs")], axes=[2], keepdims=1)  # [N, 8, 1]
         return g.op("Unsqueeze", [y, g.ints("ax2", [3])])
 
     m = sandwich(fn)
     assert group_with(spa.analyze(m), "conv0_w[0]").prunable
     r = check_oracle(m)
-    np.testing.assert_array_equal(input_value(r.model, "target", 1), [6])
+    np.testing.assert_array_equal(input_value(r.model, "rs", 1), [-1, 6, 64])
 
 
 def test_shape_read_fully_blocks():
@@ -142,17 +142,26 @@ def test_shape_read_fully_blocks():
     assert shape(r.model, "conv0_w") == (8, 3, 3, 3)
 
 
-@pytest.mark.parametrize("index,blocks", [(1, False), (0, True)])
-def test_shape_start_attribute(index, blocks):
-    """Shape(x, start=1) = [C, H, W]; Gather picks C (blocks) or H (passes); x / that dim."""
+@pytest.mark.parametrize("index", [0, 1])
+def test_shape_start_attribute(index):
+    """Shape(x, start=1) = [C, H, W]; x / C or x / H. Both dims are static, so the value
+    folds to a constant: x keeps being divided by the original C after pruning."""
     def fn(g, x):
         d = g.op("Gather", [g.op("Shape", [x], start=1), g.ints("i", [index])], axis=0)
-        return g.op("Div", [x, g.op("Cast", [d], to=TensorProto.FLOAT)])
+        return g.op("Div", [x, g.op("Cast", [d], to=TensorProto.FLOAT)], name="div")
 
     m = sandwich(fn)
-    gr = group_with(spa.analyze(m), "conv0_w[0]")
-    assert gr.prunable != blocks
-    if blocks:
-        assert "Shape reads dim 1 at run time" in gr.reason
-    else:
-        check_oracle(m)
+    assert group_with(spa.analyze(m), "conv0_w[0]").prunable
+    r = check_oracle(m)
+    np.testing.assert_array_equal(input_value(r.model, "div", 1), 8.0)
+
+
+def test_shape_dynamic_dim_is_read_at_run_time():
+    """x / N, N the dynamic batch: not folded (the value differs between input sizes)."""
+    def fn(g, x):
+        d = g.op("Gather", [g.op("Shape", [x]), g.ints("i", [0])], axis=0)
+        return g.op("Div", [x, g.op("Cast", [d], to=TensorProto.FLOAT)], name="div")
+
+    m = sandwich(fn)
+    r = check_oracle(m)
+    assert producer(r.model, node(r.model, "div").input[1]).op_type == "Cast"

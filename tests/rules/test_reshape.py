@@ -6,7 +6,7 @@ import pytest
 
 import spa
 
-from .helpers import G, check_oracle, group_with, input_value, sandwich, shape
+from .helpers import G, check_oracle, group_with, input_value, runtime_input, sandwich, shape
 
 
 
@@ -62,16 +62,32 @@ def test_reshape_runtime_target_concat_minus_one(batch):
     assert gr.prunable and gr.channels == 8, gr
     r = check_oracle(m)
     _check_blocks(m, r)
-    np.testing.assert_array_equal(input_value(r.model, "target", 1), [-1])
+    np.testing.assert_array_equal(runtime_input(r.model, "rs", 1), [2 if batch == "N" else batch, -1])
 
 
 @pytest.mark.parametrize("batch", ["N", 2])
 def test_reshape_runtime_target_concat_explicit_size(batch):
-    """Concat([N], [128]): the constant piece of the Concat is rewritten to [96]."""
+    """Concat([N], [128]): folded to [-1, 128] (dynamic N) or [2, 128], then rewritten to 96."""
     m = _head(lambda g, x: g.op("Reshape", [x, _runtime_target(g, x, [128])], name="rs"), batch)
     r = check_oracle(m)
     _check_blocks(m, r)
-    np.testing.assert_array_equal(input_value(r.model, "target", 1), [96])
+    np.testing.assert_array_equal(input_value(r.model, "rs", 1), [-1 if batch == "N" else 2, 96])
+
+
+def test_reshape_two_dynamic_dims_keeps_them_at_run_time():
+    """Concat([N], [H], [C*W]) with N and H dynamic: the static entry becomes a constant
+    piece of a new Concat and is rewritten; the dynamic ones are still read at run time."""
+    g = G()
+    x = g.conv("input", 3, 8, name="conv0")  # [N, 8, H, 8]
+    t = g.op("Transpose", [x], perm=[0, 2, 1, 3])  # [N, H, 8, 8]
+    n = [g.op("Unsqueeze", [g.op("Gather", [g.op("Shape", [t]), g.ints(f"i{k}", k)], axis=0), g.ints(f"a{k}", [0])])
+         for k in range(2)]
+    y = g.op("Reshape", [t, g.op("Concat", [*n, g.ints("cw", [64])], axis=0)], name="rs")  # [N, H, 64]
+    y = g.op("ReduceMean", [g.op("Relu", [y])], axes=[1], keepdims=0)  # [N, 64]
+    m = g.model({"input": ["N", 3, "H", 8]}, [g.gemm(y, 64, 5, name="fc")])
+    r = check_oracle(m)
+    assert shape(r.model, "conv0_w")[0] == 6
+    np.testing.assert_array_equal(runtime_input(r.model, "rs", 1), [2, 2, 48])
 
 
 def test_flatten_axis2_refuses_the_merge():
@@ -121,15 +137,17 @@ def test_reshape_merge_spatial_axes_passes_channels():
     np.testing.assert_array_equal(input_value(r.model, "rs", 1), [0, 6, 64])
 
 
-def test_reshape_to_shape_of_other_tensor_does_not_crash_prune():
-    """Reshape(Relu(x), Shape(x)): blocked channels, but the tail must still prune."""
+def test_reshape_to_shape_of_other_tensor():
+    """Reshape(Relu(x), Shape(x)): the static dims fold to constants ([-1, 8, 8, 8] with a
+    dynamic batch), so the channels prune and the target is rewritten."""
     def fn(g, x):
-        return g.op("Reshape", [g.op("Relu", [x]), g.op("Shape", [x])])
+        return g.op("Reshape", [g.op("Relu", [x]), g.op("Shape", [x])], name="rs")
 
     m = sandwich(fn)
-    assert not group_with(spa.analyze(m), "conv0_w[0]").prunable
+    assert group_with(spa.analyze(m), "conv0_w[0]").prunable
     r = check_oracle(m)
-    assert shape(r.model, "tail_w") == (5, 8, 3, 3)
+    assert shape(r.model, "conv0_w")[0] == 6
+    np.testing.assert_array_equal(input_value(r.model, "rs", 1), [-1, 6, 8, 8])
 
 
 @pytest.mark.parametrize("groups", [2, 4])
