@@ -16,7 +16,9 @@ from .graph import build
 from .groups import find_groups
 from .headdim import head_dim_groups, sink_roles
 from .compensate import fold_means
-from .importance import REDUCTIONS, score
+from .calib import read as read_calib
+from .criteria import get as get_criterion
+from .importance import REDUCTIONS, score, statistics
 from .moments import Moments
 from .load import load, parse_input_shapes
 from .macs import param_count, total_macs
@@ -165,7 +167,7 @@ class _Clock:
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
-          force=False, kinds=None, external_data=None, verify=True, compensate=None) -> PruneResult:
+          force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -189,7 +191,10 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
             by size (weights over 2 GB). Needs `output`.
         verify: run the checks of spa.verify before writing (the default).
         compensate: fold removed channels' expected contribution into the consumers'
-            biases (data-free OBS update); default on for criterion "obspa".
+            biases (OBS update); default on for criteria "obspa" and "obs".
+        calib: calibration inputs for the criteria that need data (taylor, hessian,
+            obs): an .npz path, a folder of <input>.npy files, or {input name: array},
+            samples on axis 0.
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
@@ -197,6 +202,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     """
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds)
+    if calib is None and getattr(get_criterion(criterion), "needs_calib", False):
+        raise UsageError(f"criterion {criterion!r} needs calibration data: give --calib inputs.npz "
+                         "(or a folder of <input>.npy files)")
     if kinds and global_ranking:
         raise UsageError("per-kind ratios (--heads, --head-dim, --mlp, --hidden) work with local ranking only")
     _check_output(model, output, force)
@@ -219,9 +227,11 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     cg2, head_dims = head_dim_groups(m, groups, exclude) if local else (None, [])
     clock.lap("graph")
     before = _stats(m, cg.ctx, m.file_size)
-    scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed)
+    stats = statistics(cg, criterion, None if calib is None else read_calib(calib, m.proto))
+    scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed, stats)
     if head_dims:
-        scores.update(score(cg2, _Releasing(head_dims, m.release), criterion, reduce, seed))
+        stats2 = stats if stats is None or hasattr(stats, "xg") else statistics(cg2, criterion)
+        scores.update(score(cg2, _Releasing(head_dims, m.release), criterion, reduce, seed, stats2))
     m.release()
     if not scores:
         raise NothingToPrune(f"{m.path or '<model>'}: no prunable channel group{_main_blocker(groups)} "
@@ -238,11 +248,12 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     clock.lap("plan")
     keep = keep_map(cg, removed)
     if compensate is None:
-        compensate = criterion == "obspa"
+        compensate = criterion in ("obspa", "obs")
     updates = ()
-    if compensate:  # data-free bias folds follow the main graph's groups only
+    if compensate:  # bias folds follow the main graph's groups only
         main_removed = removed_elements(groups, main_plan)
-        updates = fold_means(cg, Moments(cg), main_removed, keep_map(cg, main_removed))
+        updates = fold_means(cg, stats if stats is not None else Moments(cg), main_removed,
+                             keep_map(cg, main_removed))
     try:
         if external:
             pruned, verdict, size = _write_external(m, cg, keep, output, feeds, reference, clock)

@@ -84,7 +84,10 @@ def analyze(model, input_shapes, exclude, as_json):
               help="Ratio for head_dim slices shared by every head of an attention block.")
 @click.option("--mlp", type=float, help="Ratio for plain channel groups: conv channels, MLP width.")
 @click.option("--hidden", type=float, help="Ratio for groups that pass a norm (transformer hidden size).")
-@click.option("--criterion", default="l2", show_default=True, type=click.Choice(sorted(CRITERIA)))
+@click.option("--criterion", default="l2", show_default=True, type=click.Choice(sorted(CRITERIA)),
+              help="taylor, hessian and obs need --calib.")
+@click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
+                                                 "of <input>.npy files; samples on axis 0.")
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
@@ -97,14 +100,14 @@ def analyze(model, input_shapes, exclude, as_json):
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @_common
 @_run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, reduce, global_ranking, round_to,
-          seed, force, external_data, input_shapes, exclude, as_json):
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, reduce, global_ranking,
+          round_to, seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                        kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
-                       external_data=external_data or None)
+                       external_data=external_data or None, calib=calib)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
 
 

@@ -29,6 +29,7 @@ class Member:
     slot: int = -1  # which input of that node it is
     mean: np.ndarray | None = None  # for "in" members: statistics of the input channel each row reads
     var: np.ndarray | None = None
+    xg: np.ndarray | None = None  # with calibration data: E[x * d(||y||^2/2)/dx] of that channel
 
     def per_channel(self, row_values):
         """Sum any per-row values (reduced over the other axes) into channels."""
@@ -62,18 +63,34 @@ def members(cg, group, stats=None) -> list[Member]:
             x_axis = 0 if m.op == "Gemm" and user.attrs.get("transA", 0) else IN_AXIS[m.op]
             mean, var = stats.at(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             m.mean, m.var = mean[pos], var[pos]
+            xg = stats.xg(user) if hasattr(stats, "xg") else None
+            if xg is not None and len(xg) == attrs["size"]:
+                m.xg = xg[pos]
         out.append(m)
     out.sort(key=lambda m: ROLE_ORDER.get(m.role, 3))
     return out
 
 
-def score(cg, groups, criterion="l2", reduce="mean", seed=0) -> dict:
-    """{group id: scores [channels]} for the prunable groups."""
+def statistics(cg, criterion, calib=None):
+    """What a criterion reads besides the weights: propagated moments (needs_stats),
+    measured ones (needs_calib: `calib` holds the calibration inputs), or None."""
+    fn = criteria.get(criterion)
+    if getattr(fn, "needs_calib", False):
+        if calib is None:
+            raise UsageError(f"criterion {criterion!r} needs calibration data: give --calib inputs.npz "
+                             "(or a folder of <input>.npy files)")
+        from .calib import Measured
+
+        return Measured(cg, calib, grads=getattr(fn, "needs_grads", False))
+    return Moments(cg) if getattr(fn, "needs_stats", False) else None
+
+
+def score(cg, groups, criterion="l2", reduce="mean", seed=0, stats=None) -> dict:
+    """{group id: scores [channels]} for the prunable groups (`stats`: see statistics())."""
     if reduce not in REDUCTIONS:
         raise UsageError(f"unknown reduction {reduce!r}; choose from {', '.join(REDUCTIONS)}")
     fn = criteria.get(criterion)
     rng = np.random.default_rng(seed)
-    stats = Moments(cg) if getattr(fn, "needs_stats", False) else None
     out = {}
     for gr in groups:
         if not gr.prunable:

@@ -21,11 +21,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("criterion", sorted(CRITERIA))
 def test_every_criterion_prunes_through_api_and_cli(criterion, tmp_path):
     model = ALL["resnet"]()
-    result = spa.prune(model, ratio=0.3, criterion=criterion)
+    data = getattr(CRITERIA[criterion], "needs_calib", False)
+    calib = feeds_for(model, batch=20) if data else None
+    result = spa.prune(model, ratio=0.3, criterion=criterion, calib=calib)
     assert result.macs_reduction > 0.3
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", criterion])
+    args = ["prune", str(path), "--ratio", "0.3", "--criterion", criterion]
+    if data:
+        np.savez(tmp_path / "calib.npz", **calib)
+        args += ["--calib", str(tmp_path / "calib.npz")]
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
 
 

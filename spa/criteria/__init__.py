@@ -4,5 +4,5 @@ A criterion is `fn(members, channels, rng) -> array [len(members), channels]`.
 Each member is one parameter slice of the group (see importance.Member).
 """
 
-from . import magnitude, obs  # noqa: F401
+from . import data, magnitude, obs  # noqa: F401
 from .registry import CRITERIA, get  # noqa: F401

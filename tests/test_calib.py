@@ -1,0 +1,138 @@
+"""Calibration data (spa/calib.py) and the criteria that use it: taylor, hessian, obs."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+import spa
+from graphs import ALL
+from oracle import feeds_for
+from spa.calib import Measured
+from spa.cli import main
+from spa.graph import build
+from spa.load import load
+from spa.verify import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _layer(op, w, attrs, xshape):
+    """x -> op(x, W) -> y, a one-layer model with a fixed input shape."""
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.reshape(-1))]
+    node = helper.make_node(op, ["x", "w"], ["y"], name="layer", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xshape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(xshape))], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return m, {"x": rng.standard_normal(xshape).astype(np.float32)}
+
+
+@pytest.mark.parametrize("op,wshape,attrs,xshape,axis", [
+    ("Conv", (6, 4, 3, 3), {"pads": [1, 1, 1, 1]}, (3, 4, 7, 7), 1),
+    ("Conv", (6, 2, 3, 3), {"strides": [2, 2], "group": 2}, (3, 4, 8, 8), 1),
+    ("Gemm", (5, 4), {"transB": 1, "alpha": 0.5}, (3, 4), 1),
+    ("MatMul", (4, 5), {}, (2, 3, 4), 2),
+])
+def test_taylor_statistic_is_the_derivative_of_the_output_energy(op, wshape, attrs, xshape, axis):
+    """E[x_c g_c] equals d/da ||y(x with channel c scaled by a)||^2 / 2 at a = 1, per sample and position."""
+    w = np.random.default_rng(1).standard_normal(wshape).astype(np.float32)
+    model, feeds = _layer(op, w, attrs, xshape)
+    m = load(model)
+    stat = Measured(build(m), feeds, grads=True).xg(next(n for n in m.graph.nodes if n.name == "layer"))
+    x = feeds["x"].astype(np.float64)
+    count = x.size / x.shape[axis]
+    eps = 1e-3
+    for c in range(x.shape[axis]):
+        energy = []
+        for a in (1 + eps, 1 - eps):
+            xs = x.copy()
+            np.moveaxis(xs, axis, 0)[c] *= a
+            energy.append(float((run(model, {"x": xs.astype(np.float32)})["y"].astype(np.float64) ** 2).sum()) / 2)
+        np.testing.assert_allclose(stat[c] * count, (energy[0] - energy[1]) / (2 * eps), rtol=2e-3, atol=1e-3)
+
+
+def test_measured_moments_are_the_channel_mean_and_variance():
+    model = ALL["resnet"]()
+    feeds = feeds_for(model, batch=20)
+    m = load(model)
+    cg = build(m)
+    meas = Measured(cg, feeds)
+    conv = next(n for n in m.graph.nodes if n.op == "Conv" and n.inputs[0].name not in feeds)
+    x = run(_with_output(model, conv.inputs[0].name), feeds)[conv.inputs[0].name].astype(np.float64)
+    mean, var = meas.at(conv.inputs[0], 1, x.shape[1])
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, x.var(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def _with_output(model, name):
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.output.append(onnx.ValueInfoProto(name=name))
+    return m
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "hessian", "obs"])
+def test_data_criteria_fail_clearly_without_calib(criterion, tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(ALL["resnet"](), path)
+    with pytest.raises(spa.UsageError, match="needs calibration data"):
+        spa.prune(str(path), ratio=0.3, criterion=criterion)
+    res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", criterion])
+    assert res.exit_code != 0 and "--calib" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_calib_from_a_folder_of_npy_files(tmp_path):
+    model = ALL["resnet"]()
+    feeds = feeds_for(model, batch=20)
+    for k, v in feeds.items():
+        np.save(tmp_path / f"{k}.npy", v)
+    a = spa.prune(model, ratio=0.3, criterion="obs", calib=str(tmp_path))
+    b = spa.prune(model, ratio=0.3, criterion="obs", calib=feeds)
+    assert a.sinks == b.sinks
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"nope": np.zeros((2, 3, 16, 16), np.float32)}, "unknown input"),
+    ({"input": np.zeros((2, 3, 9, 16), np.float32)}, "has shape"),
+    ({"input": np.zeros((0, 3, 16, 16), np.float32)}, "no samples"),
+])
+def test_bad_calibration_data_is_refused_in_one_line(bad, message, tmp_path):
+    model = ALL["resnet"]()
+    name = model.graph.input[0].name
+    bad = {name if k == "input" else k: v for k, v in bad.items()}
+    np.savez(tmp_path / "c.npz", **bad)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", "obs",
+                                    "--calib", str(tmp_path / "c.npz")])
+    assert res.exit_code != 0 and message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "flatten_gemm"])
+def test_obs_prune_matches_masked_original_with_its_bias_updates(name):
+    model = ALL[name]()
+    result = spa.prune(model, ratio=0.3, criterion="obs", calib=feeds_for(model, batch=16, seed=5))
+    assert result.updates
+    feeds = feeds_for(model)
+    want = run(spa.masked(model, result.sinks, result.updates), feeds)
+    got = run(result.model, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5 * float(np.abs(want[k]).max()))
+
+
+def test_obs_with_data_beats_data_free_obspa_and_l2_on_mnist():
+    data = np.load(os.path.join(ROOT, "models", "mnist_sample.npz"))
+    model = onnx.load(os.path.join(ROOT, "models", "mnist_cnn.onnx"))
+    calib, x, y = {"input": data["input"][:64]}, data["input"][64:], data["labels"][64:]
+
+    def accuracy(m):
+        return float((run(m, {"input": x})["logits"].argmax(1) == y).mean())
+
+    obs = accuracy(spa.prune(model, ratio=0.3, criterion="obs", calib=calib).model)
+    assert obs > accuracy(spa.prune(model, ratio=0.3, criterion="obspa").model)
+    assert obs > accuracy(spa.prune(model, ratio=0.3, criterion="l2").model) + 0.2
