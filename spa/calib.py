@@ -70,13 +70,23 @@ def _layers(cg):
     for node in cg.model.graph.nodes:
         if node.op not in IN_AXIS or len(node.inputs) < 2:
             continue
-        w = ctx.const(node.inputs[1])
+        w = _weight(ctx, node.inputs[1])
         x = node.inputs[0]
         if w is None or w.dtype.kind != "f" or ctx.rank(x) is None:
             continue
         axis = 0 if node.op == "Gemm" and node.attrs.get("transA", 0) else IN_AXIS[node.op]
         out.append((node, w, axis % ctx.rank(x)))
     return out
+
+
+def _weight(ctx, t):
+    """A constant, or a constant transposed at run time (exports without constant folding)."""
+    w = ctx.const(t)
+    if w is None and len(t.inputs) == 1 and t.inputs[0].op == "Transpose":
+        src = ctx.const(t.inputs[0].inputs[0])
+        if src is not None:
+            w = np.transpose(src, t.inputs[0].attrs.get("perm"))
+    return w
 
 
 def _grad_model(layers, opset):

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import criteria
 from .errors import UsageError
+from .compensate import consumer_of
 from .moments import Moments
 
 REDUCTIONS = ("mean", "sum", "max", "first")
@@ -57,6 +58,10 @@ def members(cg, group, stats=None) -> list[Member]:
         t = cg.ctx.tensors[name]
         user = t.outputs[0] if t.outputs else None
         slot = next((i for i, x in enumerate(user.inputs) if x is t), -1) if user is not None else -1
+        if user is not None and user.op == "Transpose" and len(t.outputs) == 1:
+            node, _, _ = consumer_of(cg.ctx, t, axis)  # a weight transposed at run time
+            if node is not None:
+                user, slot = node, 1
         m = Member(name, axis, attrs["role"], rows, chan, group.channels, user.op if user else "", slot)
         if stats is not None and m.role == "in" and slot == 1 and m.op in IN_AXIS:
             x = user.inputs[0]
