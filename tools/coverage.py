@@ -328,6 +328,9 @@ def markdown(rows, t, ratio):
              "Columns: see `tools/coverage.py`. *prunable MACs* is the capped sum of `macs_share` of the "
              "prunable groups; *masked diff* is max |pruned - masked original| / max(|masked original|, |original|) "
              "(`~`: not exact, a hidden-size group passes a normalisation).", "",
+             "Rows were measured by SPA code " + ", ".join(
+                 f"`{c}` ({n} rows)" for c, n in Counter(r.get("spa_code", "?") for r in rows).most_common())
+             + " (`spa_code`: a digest of spa/).", "",
              "| model | source | status | checker | ort | shapes | params | MACs | MACs -% | prunable MACs "
              "| time s | masked diff | error |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -370,10 +373,23 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="models pruned at once (default 1)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows of the existing report for model files measured since they were written")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="write --out from the rows of these reports (a later row replaces one of the same "
+                         "model) instead of measuring")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return _child(args.child[0], args.ratio, args.child[1])
+    if args.merge:
+        merged = {}
+        for path in args.merge:
+            with open(path) as f:
+                merged.update((r["name"], r) for r in json.load(f)["rows"])
+        t = write_reports(sorted(merged.values(), key=lambda r: (r["source"], r.get("macs_before") or 0, r["name"])),
+                          args.out, args.ratio)
+        print(f"{len(merged)} rows, pruned ok {t['pruned_ok']}/{t['attempted']}, median MACs reduction "
+              f"{_pct(t['median_macs_reduction'])}; {args.out}.md")
+        return None
     jobs = ([] if args.no_zoo else zoo_entries(exporters=args.exporters, families=args.families)) + \
         ([] if args.no_real else real_entries(download=not args.no_download))
     if args.only:
