@@ -112,12 +112,19 @@ class MacsModel:
         macs, factors = self.ops[i]
         return macs * math.prod(self.kept[s] / self.size[s] for s in factors)
 
-    def remove(self, gid, chans):
+    def remove(self, gid, chans, commit=True):
+        """Remove channels of a group; returns the reduction after it (undone unless `commit`)."""
         touched = {i for s in self.counts[gid] for i in self.by_space.get(s, ())}
         before = sum(self._op(i) for i in touched)
         for s, c in self.counts[gid].items():
             self.kept[s] -= int(c[chans].sum())
-        self.total += sum(self._op(i) for i in touched) - before
+        delta = sum(self._op(i) for i in touched) - before
+        if commit:
+            self.total += delta
+        else:
+            for s, c in self.counts[gid].items():
+                self.kept[s] += int(c[chans].sum())
+        return 1 - (self.total + (0 if commit else delta)) / self.base if self.base else 0.0
 
     def reduction(self):
         return 1 - self.total / self.base if self.base else 0.0
@@ -135,7 +142,7 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None) -> d
             heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
     total = sum(len(sc) for sc in scores.values())
     macs = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
-    removed, plan = 0, {}
+    removed, plan, deferred = 0, {}, []
     while heap:
         if ratio is not None and removed >= ratio * total:
             break
@@ -143,10 +150,18 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None) -> d
             break
         _, gid, k, norm = heapq.heappop(heap)
         step = steps[gid][k]
+        if macs is not None and plan:
+            now, after = macs.reduction(), macs.remove(gid, step, commit=False)
+            if after - target_macs > target_macs - now:  # overshoots more than it gets closer:
+                deferred.append((after, gid, step))  # try smaller steps of other groups first
+                continue
         plan.setdefault(gid, []).extend(step.tolist())
         removed += len(step)
         if macs is not None:
             macs.remove(gid, step)
         if k + 1 < len(steps[gid]):
             heapq.heappush(heap, (float(norm[steps[gid][k + 1]].mean()), gid, k + 1, norm))
+    if macs is not None and deferred and macs.reduction() < target_macs:
+        _, gid, step = min(deferred, key=lambda d: d[0])  # the target is a floor: the least overshoot
+        plan.setdefault(gid, []).extend(step.tolist())
     return {gid: np.sort(np.asarray(ch)) for gid, ch in plan.items()}
