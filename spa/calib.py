@@ -10,6 +10,7 @@ criteria need at every Conv, Gemm and MatMul that reads a weight:
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import onnx
@@ -113,6 +114,18 @@ def _grad_model(layers, opset):
     return onnx.helper.make_model(graph, opset_imports=ids, ir_version=onnx.helper.find_min_ir_version_for(ids))
 
 
+def _beside_data(proto, m, tmp):
+    """A path to `proto` in folder `tmp`, with links to the model's external data files at
+    the same relative places (onnxruntime reads external data relative to the model)."""
+    for path in m.store.paths:
+        rel = os.path.relpath(path, m.store.base)
+        os.makedirs(os.path.dirname(os.path.join(tmp, rel)) or tmp, exist_ok=True)
+        os.symlink(os.path.abspath(path), os.path.join(tmp, rel))
+    out = os.path.join(tmp, "model.onnx")
+    onnx.save(proto, out)
+    return out
+
+
 def _fit(t, shape):
     """Crop or zero-pad a transposed convolution's output to the input's spatial shape."""
     out = np.zeros(shape, np.float64)
@@ -130,9 +143,6 @@ class Measured:
 
     def __init__(self, cg, feeds, grads=False):
         m = cg.model
-        if m.external:
-            raise UsageError("calibration criteria need the weights inside the .onnx file "
-                             "(this model keeps them in external data)")
         self.ctx = cg.ctx
         layers = _layers(cg)
         want = {node.inputs[0].name for node, _, _ in layers}
@@ -142,7 +152,8 @@ class Measured:
         proto.CopyFrom(m.proto)
         have = {o.name for o in proto.graph.output}
         proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(want - have))
-        sess = session(proto)
+        with tempfile.TemporaryDirectory(prefix="spa-calib-") as tmp:
+            sess = session(_beside_data(proto, m, tmp) if m.external else proto)
         names = [o.name for o in sess.get_outputs()]
         gsess = None
         if grads:

@@ -136,3 +136,15 @@ def test_obs_with_data_beats_data_free_obspa_and_l2_on_mnist():
     obs = accuracy(spa.prune(model, ratio=0.3, criterion="obs", calib=calib).model)
     assert obs > accuracy(spa.prune(model, ratio=0.3, criterion="obspa").model)
     assert obs > accuracy(spa.prune(model, ratio=0.3, criterion="l2").model) + 0.2
+
+
+def test_calib_on_a_model_with_external_data(tmp_path):
+    model = ALL["resnet"]()
+    feeds = feeds_for(model, batch=20)
+    b = spa.prune(model, ratio=0.3, criterion="obs", calib=feeds)
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    before = sorted(os.listdir(tmp_path))
+    a = spa.prune(str(tmp_path / "m.onnx"), ratio=0.3, criterion="obs", calib=feeds)
+    assert [(n, x, list(i)) for n, x, i in a.sinks] == [(n, x, list(i)) for n, x, i in b.sinks]
+    assert sorted(os.listdir(tmp_path)) == before
