@@ -1,9 +1,11 @@
 """Conv and ConvTranspose, any rank and any `group`.
 
-With group == 1 input channels are contracted by the weight's input axis. With
-group > 1 a whole conv group (its input and output channels) goes together, so
-pruning removes groups and the `group` attribute shrinks; depthwise is the case
-of one input channel per group.
+With group == 1 input channels are contracted by the weight's input axis. A conv
+with a few wide groups (at most FEW groups, each with at least WIDE input and output
+channels: AlexNet's two halves) loses channels inside every group, the same offsets
+in each, and keeps `group`. Otherwise a whole conv group (its input and output
+channels) goes together, so pruning removes groups and the `group` attribute
+shrinks; depthwise is the case of one input channel per group.
 """
 
 import numpy as np
@@ -21,6 +23,25 @@ def group_pairs(cin, cout, groups):
     return k * ni + j, k * no + m
 
 
+FEW, WIDE = 4, 8
+
+
+def within_groups(cin, cout, groups):
+    """Prune inside the groups (True) or whole groups (False)."""
+    return 1 < groups <= FEW and cin // groups >= WIDE and cout // groups >= WIDE
+
+
+def _tie_offsets(flow, full, full_axis, w, w_axis, n, per_group):
+    """Element k * per_group + j of (full, full_axis) goes with weight element j (the
+    weight axis holds one group's channels), or, when the weight axis is full size,
+    with weight elements j and k * per_group + j: the same offsets in every group."""
+    idx = np.arange(n)
+    if flow.size(w, w_axis) == n:
+        flow.pairs(full, full_axis, w, w_axis, np.concatenate([idx, idx]), np.concatenate([idx, idx % per_group]))
+    else:
+        flow.pairs(full, full_axis, w, w_axis, idx, idx % per_group)
+
+
 def _couple(node, flow: Flow, w_in, w_out):
     """w_in/w_out: the weight axes holding input/output channels (for group 1)."""
     x, w = node.inputs[0], node.inputs[1]
@@ -35,7 +56,12 @@ def _couple(node, flow: Flow, w_in, w_out):
         flow.param(w, w_out, "out")
     else:
         cin, cout = flow.size(x, 1), flow.size(y, 1)
-        if cin and cout and cin % g == 0 and cout % g == 0:
+        if cin and cout and cin % g == 0 and cout % g == 0 and within_groups(cin, cout, g):
+            _tie_offsets(flow, x, 1, w, w_in, cin, cin // g)
+            _tie_offsets(flow, y, 1, w, w_out, cout, cout // g)
+            flow.param(w, w_in, "in")
+            flow.param(w, w_out, "out")
+        elif cin and cout and cin % g == 0 and cout % g == 0:
             flow.pairs(x, 1, y, 1, *group_pairs(cin, cout, g))
             # the weight axis indexed by the full channel count follows it
             full = (w, 0, y, 1) if w_out == 0 else (x, 1, w, 0)
@@ -50,7 +76,7 @@ def _shrink_group(node, ctx, keep):
     g = int(node.attrs.get("group", 1))
     y = node.outputs[0]
     kept = keep.get((y.name, 1))
-    if g > 1 and kept is not None:
+    if g > 1 and kept is not None and not within_groups(ctx.dim(node.inputs[0], 1), ctx.dim(y, 1), g):
         per_group = ctx.dim(y, 1) // g
         node.attrs["group"] = len(kept) // per_group
 

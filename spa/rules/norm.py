@@ -89,3 +89,20 @@ class LayerNormalization(Rule):
             for k in range(r):
                 flow.identity(t, k, y, rank - r + k)
                 flow.param(t, k, "elem")
+
+
+@register
+class LRN(Rule):
+    """Local response normalisation divides each channel by a sum over its neighbours
+    (`size` channels): every axis passes, the channel axis only approximately, since a
+    removed channel leaves its neighbours' windows."""
+
+    ops = ("LRN",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        for axis in range(flow.ctx.rank(x) or 0):
+            flow.identity(x, axis, y, axis)
+        if (flow.ctx.rank(x) or 0) > 1:
+            flow.approximate(x, 1)
+            flow.approximate(y, 1)

@@ -49,6 +49,25 @@ def test_grouped_conv_prunes_whole_groups(cin, cout, group, kept_group, w_shape)
     assert shape(r.model, "tail_w")[1] == w_shape[0]
 
 
+@pytest.mark.parametrize("transpose", [False, True])
+def test_few_wide_groups_lose_channels_inside_every_group(transpose):
+    """group 2 with 16 -> 32 channels (AlexNet-like): the same input offsets go in both
+    groups, outputs likewise; `group` stays 2."""
+    def fn(g, x):
+        return g.conv(x, 16, 32, group=2, name="gconv", transpose=transpose,
+                      **({"k": 2, "strides": [2, 2]} if transpose else {})), 32
+
+    m = sandwich(fn, C=16)
+    a = spa.analyze(m)
+    inner, outer = group_with(a, "conv0_w[0]"), group_with(a, "gconv_b[0]")
+    assert inner.prunable and inner.channels == 8 and inner.elements == 2
+    assert outer.prunable and outer.channels == 16 and outer.elements == 2
+    r = check_oracle(m, ratio=0.5)
+    assert attr(r.model, "gconv", "group") == 2
+    assert shape(r.model, "gconv_w") == ((8, 8, 2, 2) if transpose else (16, 4, 3, 3))
+    assert shape(r.model, "conv0_w")[0] == 8 and shape(r.model, "tail_w")[1] == 16
+
+
 def test_grouped_conv_round_to():
     def fn(g, x):
         return g.conv(x, 8, 8, group=8, name="dw")

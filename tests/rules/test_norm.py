@@ -98,3 +98,32 @@ def test_layer_normalization_over_last_axis_passes_channels():
     r = check_oracle(m)
     assert shape(r.model, "conv0_w")[0] == 6
     assert shape(r.model, "ln_s") == (8,)  # normalised over W: untouched
+
+
+def _lrn_model(w1, w2):
+    from onnx import TensorProto, helper, numpy_helper
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["a"], name="c1"), n("LRN", ["a"], ["l"], name="lrn", size=3),
+             n("Conv", ["l", "w2"], ["y"], name="c2")]
+    g = helper.make_graph(nodes, "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 5, 5])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_lrn_prunes_approximately_like_the_model_without_those_channels():
+    """LRN mixes neighbouring channels, so zeroing is no oracle: the pruned model must equal
+    the same model built with the removed channels deleted."""
+    from spa.verify import run
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 4, 1, 1)).astype(np.float32)
+    w2 = rng.standard_normal((5, 8, 1, 1)).astype(np.float32)
+    m = _lrn_model(w1, w2)
+    gr = group_with(spa.analyze(m), "w1[0]")
+    assert gr.prunable and gr.kind == "hidden"
+    r = spa.prune(m, ratio=0.5, round_to=1)
+    removed = next(i for n, a, i in r.sinks if n == "w2" and a == 1)
+    keep = np.setdiff1d(np.arange(8), removed)
+    x = {"x": rng.standard_normal((2, 4, 5, 5)).astype(np.float32)}
+    np.testing.assert_allclose(run(r.model, x)["y"], run(_lrn_model(w1[keep], w2[:, keep]), x)["y"],
+                               rtol=1e-5, atol=1e-5)
