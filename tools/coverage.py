@@ -344,6 +344,16 @@ def markdown(rows, t, ratio):
                      f"| {_yes(r.get('ort'))} | {_yes(r.get('shapes'))} | {params} | {macs} "
                      f"| {_pct(r.get('macs_reduction'))} | {_pct(r.get('prunable_macs_share'))} "
                      f"| {r.get('prune_seconds', '')} | {diff} | {err[:200]} |")
+    lines += ["", "## What stays blocked", "",
+              "Per model with less than 95% of its MACs in prunable groups: the most frequent reasons "
+              "of its blocked groups (count of groups), and ops without a rule.", ""]
+    for r in rows:
+        share = r.get("prunable_macs_share")
+        if share is None or share >= 0.95:
+            continue
+        why = "; ".join(f"{text[:160]} ({n})" for text, n in (r.get("block_reasons") or [])[:3])
+        ops = ", ".join(f"{op} ({n})" for op, n in r.get("blocked_ops") or [])
+        lines.append(f"- **{r['name']}** ({_pct(share)} prunable): {why}" + (f"; no rule: {ops}" if ops else ""))
     return "\n".join(lines) + "\n"
 
 
