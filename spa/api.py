@@ -16,7 +16,7 @@ from .graph import build
 from .groups import find_groups
 from .headdim import head_dim_groups, sink_roles
 from .compensate import fold_means
-from .calib import read as read_calib
+from .calib import Measured, read as read_calib
 from .criteria import get as get_criterion
 from .importance import REDUCTIONS, score, statistics
 from .moments import Moments
@@ -230,7 +230,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     stats = statistics(cg, criterion, None if calib is None else read_calib(calib, m.proto))
     scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed, stats)
     if head_dims:
-        stats2 = stats if stats is None or hasattr(stats, "xg") else statistics(cg2, criterion)
+        stats2 = stats if stats is None or isinstance(stats, Measured) else statistics(cg2, criterion)
         scores.update(score(cg2, _Releasing(head_dims, m.release), criterion, reduce, seed, stats2))
     m.release()
     if not scores:

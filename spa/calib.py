@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from .errors import UsageError
+from .moments import ChannelStats
 from .verify import session
 
 IN_AXIS = {"Conv": 1, "Gemm": 1, "MatMul": -1}
@@ -134,12 +135,9 @@ def _fit(t, shape):
     return out
 
 
-class Measured:
-    """Channel statistics of every layer input, measured on calibration data.
-
-    `at(t, axis, n)` has the interface of moments.Moments; `xg(node)` gives taylor's
-    E[x_c * g_c] per input channel of a layer, or None.
-    """
+class Measured(ChannelStats):
+    """Channel statistics of every layer input, measured on calibration data; `xg(node)`
+    gives taylor's E[x_c * g_c] per input channel of a layer, or None."""
 
     def __init__(self, cg, feeds, grads=False):
         m = cg.model
@@ -209,14 +207,6 @@ class Measured:
         acc = self._xg.setdefault(node.name, [np.zeros(x.shape[axis]), 0])
         acc[0] += prod.sum(0)
         acc[1] += len(prod)
-
-    def at(self, t, axis, n):
-        """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unmeasured."""
-        s = self.map.get(t.name)
-        rank = self.ctx.rank(t) or 1
-        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
-            return np.zeros(n), np.ones(n)
-        return s[1], s[2]
 
     def xg(self, node):
         return self._xg.get(node.name)

@@ -68,7 +68,7 @@ def members(cg, group, stats=None) -> list[Member]:
             x_axis = 0 if m.op == "Gemm" and user.attrs.get("transA", 0) else IN_AXIS[m.op]
             mean, var = stats.at(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             m.mean, m.var = mean[pos], var[pos]
-            xg = stats.xg(user) if hasattr(stats, "xg") else None
+            xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
                 m.xg = xg[pos]
         out.append(m)

@@ -54,8 +54,27 @@ def push(f, mean, var):
     return m, np.maximum((y * y) @ _W - m * m, 0)
 
 
-class Moments:
-    """{tensor name: (axis, mean, var)} for the channel axis of each activation."""
+class ChannelStats:
+    """`map`: {tensor name: (axis, mean, var)} for the channel axis of each activation."""
+
+    ctx = None
+    map: dict = {}
+
+    def at(self, t, axis, n):
+        """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unknown."""
+        s = self.map.get(t.name)
+        rank = self.ctx.rank(t) or 1
+        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
+            return np.zeros(n), np.ones(n)
+        return s[1], s[2]
+
+    def xg(self, node):
+        """taylor's E[x_c * g_c] per input channel of a layer, where measured (spa.calib)."""
+        return None
+
+
+class Moments(ChannelStats):
+    """Channel statistics propagated through the graph (see the module docstring)."""
 
     def __init__(self, cg):
         self.ctx = cg.ctx
@@ -94,14 +113,6 @@ class Moments:
             lam = RIDGE * max(float(np.trace(gram)) / len(gram), 1e-30)
             fixed = mean + a.T @ np.linalg.solve(gram + lam * np.eye(len(gram)), r - a @ mean)
             self.map[name] = (axis, fixed, var)
-
-    def at(self, t, axis, n):
-        """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unknown."""
-        s = self.map.get(t.name)
-        rank = self.ctx.rank(t) or 1
-        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
-            return np.zeros(n), np.ones(n)
-        return s[1], s[2]
 
     def _in(self, node, i=0):
         t = node.inputs[i]
