@@ -8,7 +8,6 @@ import time
 from collections import Counter
 
 import numpy as np
-import onnx
 
 from .errors import ModelError, NothingToPrune, UsageError
 from .external import DataFile

@@ -147,7 +147,7 @@ class BlockWarning(NamedTuple):
     skipped: bool  # True: the NCHWc kernels reject the Conv; False: they pad the channels to the block
 
     def message(self) -> str:
-        what = (f"onnxruntime's blocked NCHWc CPU kernels skip it" if self.skipped else
+        what = ("onnxruntime's blocked NCHWc CPU kernels skip it" if self.skipped else
                 f"onnxruntime's NCHWc kernels pad it to {-(-self.channels // self.block) * self.block}")
         return (f"Conv {self.node!r} has {self.channels} {self.side}put channels, not a multiple of "
                 f"{self.block}: {what} (--round-to {self.block} keeps pruned counts aligned)")

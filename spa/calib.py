@@ -103,7 +103,7 @@ def _grad_model(layers, opset):
                  "dilations": list(a.get("dilations", [1] * nd)), "pads": list(a.get("pads", [0] * 2 * nd))}
         if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             continue
-        y, g = f"y{k}", f"g{k}"
+        y = f"y{k}"
         inits.append(onnx.numpy_helper.from_array(np.asarray(w, np.float32), f"w{k}"))
         nodes.append(onnx.helper.make_node("ConvTranspose", [y, f"w{k}"], [f"t{k}"], **attrs))
         inputs.append(onnx.helper.make_tensor_value_info(y, onnx.TensorProto.FLOAT, None))

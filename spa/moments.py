@@ -178,7 +178,7 @@ class Moments(ChannelStats):
         ctx = self.ctx
         a, b = node.inputs[0], node.inputs[1]
         sa, sb = self.map.get(a.name), self.map.get(b.name)
-        ca, cb = ctx.const(a), ctx.const(b)
+        cb = ctx.const(b)
         op = node.op
         if op == "Mul" and sa is not None and len(b.inputs) == 1 and b.inputs[0].op == "Sigmoid" \
                 and b.inputs[0].inputs[0] is a:  # SiLU

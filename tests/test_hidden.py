@@ -6,7 +6,6 @@ zeroing is no oracle: compare against the same model built by hand without those
 """
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

@@ -10,8 +10,7 @@ from onnx import helper, numpy_helper
 
 import spa
 from graphs import ALL
-from oracle import assert_oracle, feeds_for
-from spa.verify import run
+from oracle import assert_oracle
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

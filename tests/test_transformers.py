@@ -280,7 +280,7 @@ def summary():
         except spa.SpaError as exc:
             status = f"0.3: {type(exc).__name__}: {str(exc)[:100]}"
         try:
-            test_heads_and_mlp_match_the_masked_original(c)
+            test_heads_head_dim_and_mlp_match_the_masked_original(c)
             oracle = f"oracle ok ({len(c.pruned_kinds.changes)} groups cut)"
         except Exception as exc:  # report, do not stop
             oracle = f"oracle FAIL {type(exc).__name__}: {str(exc).strip().splitlines()[0][:100]}"

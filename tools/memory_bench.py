@@ -27,7 +27,6 @@ import tempfile
 import time
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 ALIGN = 4096

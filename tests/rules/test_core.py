@@ -1,7 +1,5 @@
 """Gaps outside spa/rules/ that the per-rule models run into (load, export, verify)."""
 
-import pytest
-
 import spa
 
 from .helpers import G, check_oracle, group_with, sandwich
