@@ -329,6 +329,11 @@ class Bench:
         self.sections = []  # (title, markdown)
         self.criteria = args.criteria_list
 
+    def log_method(self, section, method, settings, since):
+        """One progress line: a method's cells at every setting, and its time."""
+        cells = ", ".join(fmt_cell(self.res.points[section][method].get(s), 3, 1) for s in settings)
+        log(f"    {method}: {cells} [{time.perf_counter() - since:.0f}s]")
+
     # spa: every criterion x (ratios + target_macs)
     def spa_sweep(self, section, src, score_fn, input_shapes=None, calib=None, tag="", ratios=None):
         settings = list(ratios or self.args.ratio_list) + ([("target", TARGET_MACS)] if not self.args.no_target else [])
@@ -350,8 +355,7 @@ class Bench:
                     self.res.fail(section, method, s, exc)
                     continue
                 self.res.add(section, method, s, score, r.macs_reduction, time.perf_counter() - t)
-            log(f"    {method}: " + ", ".join(fmt_cell(self.res.points[section][method].get(s), 3, 1)
-                                             for s in settings) + f" [{time.perf_counter() - t_method:.0f}s]")
+            self.log_method(section, method, settings, t_method)
         return settings
 
     def tp_sweep(self, section, model, example, ignored, score_fn, base_macs, export_kw, num_heads=None,
@@ -373,8 +377,7 @@ class Bench:
                 self.res.fail(section, method, r, exc)
                 continue
             self.res.add(section, method, r, score, red)
-        log(f"    {method}: " + ", ".join(fmt_cell(self.res.points[section][method].get(s), 3, 1)
-                                         for s in ratios) + f" [{time.perf_counter() - t_method:.0f}s]")
+        self.log_method(section, method, ratios, t_method)
 
     def onnxsim_sweep(self, section, path, score_fn, input_shapes=None):
         ok, why = onnxsim_available()
@@ -398,8 +401,7 @@ class Bench:
                 self.res.fail(section, method, s, exc)
                 continue
             self.res.add(section, method, s, score, red)
-        log(f"    {method}: " + ", ".join(fmt_cell(self.res.points[section][method].get(s), 3, 1)
-                                         for s in self.args.onnxsim_list) + f" [{time.perf_counter() - t_method:.0f}s]")
+        self.log_method(section, method, self.args.onnxsim_list, t_method)
 
     # -- MNIST
     def mnist(self, names):
