@@ -21,6 +21,7 @@ from .verify import session
 
 IN_AXIS = {"Conv": 1, "Gemm": 1, "MatMul": -1}
 CHUNK = 16  # samples per onnxruntime run
+MAX_COV = 4096  # channels up to which the full input covariance is measured
 
 
 def read(src, proto) -> dict:
@@ -157,7 +158,7 @@ class Measured(ChannelStats):
         if grads:
             gm = _grad_model(layers, m.opset)
             gsess = session(gm) if gm is not None else None
-        sums, self._xg = {}, {}
+        sums, self._xg, self._cross = {}, {}, {}
         n = len(next(iter(feeds.values())))
         for start in range(0, n, CHUNK):
             chunk = {k: v[start:start + CHUNK] for k, v in feeds.items()}
@@ -166,12 +167,17 @@ class Measured(ChannelStats):
             except Exception as exc:  # onnxruntime errors have no common base class
                 raise UsageError(f"--calib: onnxruntime cannot run the model on the calibration data "
                                  f"({str(exc).splitlines()[0][:160]})") from None
-            conv_ys = {}
+            conv_ys, seen = {}, set()
             for k, (node, w, axis) in enumerate(layers):
                 x = acts[node.inputs[0].name].astype(np.float64)
-                flat = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
-                s = sums.setdefault((node.inputs[0].name, axis), np.zeros((3, flat.shape[1])))
-                s += [flat.sum(0), (flat * flat).sum(0), np.full(flat.shape[1], len(flat))]
+                key = (node.inputs[0].name, axis)
+                if key not in seen:  # several layers may read one tensor
+                    seen.add(key)
+                    flat = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+                    s = sums.setdefault(key, np.zeros((3, flat.shape[1])))
+                    s += [flat.sum(0), (flat * flat).sum(0), np.full(flat.shape[1], len(flat))]
+                    if flat.shape[1] <= MAX_COV:
+                        self._cross[key] = self._cross.get(key, 0) + flat.T @ flat
                 if grads and node.op == "Conv":
                     conv_ys[f"y{k}"] = acts[node.outputs[0].name].astype(np.float32)
                 elif grads:
@@ -188,6 +194,16 @@ class Measured(ChannelStats):
             mean = s1 / cnt
             self.map[name] = (axis, mean, np.maximum(s2 / cnt - mean * mean, 0))
         self._xg = {k: v[0] / v[1] for k, v in self._xg.items()}
+        self._cov = {}
+        for key, cross in self._cross.items():
+            s1, _, cnt = sums[key]
+            mean = s1 / cnt
+            self._cov[key] = cross / cnt[0] - np.outer(mean, mean)
+        del self._cross
+
+    def cov(self, t, axis, n):
+        c = self._cov.get((t.name, axis % (self.ctx.rank(t) or 1)))
+        return c if c is not None and len(c) == n else None
 
     @staticmethod
     def _linear_grad(node, w, y):

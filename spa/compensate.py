@@ -1,18 +1,21 @@
-"""Data-free compensation (see docs/obspa.md):
+"""Compensation of the layers that lose input channels (see docs/obspa.md):
 
-- fold the expected contribution of removed channels into the consumers' biases (the
-  mean part of the OBS update);
+- where the input covariance is known (measured, or estimated by spa.moments), the
+  kept weights take over the part of the removed channels that the kept ones predict
+  (the OBS update, as a linear regression);
+- fold the rest of the removed channels' expected contribution into the consumers'
+  biases (the mean part of the OBS update);
 - where a consumer feeds a BatchNormalization, shrink that BatchNorm's running variance
   by the share of the consumer's output variance the removed channels carried, so the
   BatchNorm still normalises the pruned output to the scale the following layers were
   trained on (a data-free BatchNorm recalibration).
 
-Each change is recorded as (node name, value) for the masked oracle: for a Conv, Gemm or
-MatMul the value is added to its bias; for a BatchNormalization it multiplies the running
-variance.
+Each change is recorded as an Update for the masked oracle.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -49,17 +52,30 @@ def mean_shift(node, w, idx, mean):
     return mean[idx] @ w[idx]
 
 
+class Update(NamedTuple):
+    """One compensation change, replayed by spa.masked: `kind` "bias" adds `value` to
+    node `target`'s bias, "variance" multiplies BatchNorm `target`'s running variance,
+    "weight" adds `value` to the weight tensor `target`."""
+
+    kind: str
+    target: str
+    value: np.ndarray
+
+
 def fold_means(cg, stats, removed, keep) -> tuple:
-    """Add each removed input channel's mean contribution to its consumer's bias.
+    """Compensate each consumer of removed input channels: with the input covariance
+    known (stats.cov), the kept weights take over what the removed channels' linear
+    regression on the kept ones predicts (the OBS update) and the rest of their mean goes
+    into the bias; without it, the removed channels' means go into the bias.
 
     Args:
         cg: the channel graph (its constants are updated in place).
-        stats: moments.Moments of the model.
+        stats: moments.ChannelStats of the model.
         removed: {space: removed element indices}.
         keep: {space: kept indices}, to size a bias created for a pruned output.
 
     Returns:
-        ((consumer node name, full-size bias shift), ...) for the masked oracle.
+        Update records for the masked oracle.
     """
     ctx, updates = cg.ctx, []
     for (name, axis), idx in sorted(removed.items()):
@@ -74,19 +90,60 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             continue
         if w.ndim != 2 and node.op != "Conv":
             continue
-        x = node.inputs[0]
-        mean, _ = stats.at(x, IN_AXIS[node.op] % (ctx.rank(x) or 1), w.shape[axis])
-        shift = mean_shift(node, w, np.asarray(idx), mean)
+        x, idx = node.inputs[0], np.asarray(idx)
+        x_axis = IN_AXIS[node.op] % (ctx.rank(x) or 1)
+        n = w.shape[axis]
+        mean, var = stats.at(x, x_axis, n)
+        cov = stats.cov(x, x_axis, n)
+        delta = None
+        if cov is not None:
+            kept = np.setdiff1d(np.arange(n), idx)
+            reg = regression(cov, idx, kept, stats.ridge)
+            delta = np.zeros_like(w)
+            moved = np.moveaxis(delta, axis, 0)
+            moved[kept] = np.tensordot(reg, np.moveaxis(w, axis, 0)[idx], axes=([1], [0]))
+            mean = mean.copy()
+            mean[idx] = mean[idx] - reg.T @ mean[kept] if len(kept) else mean[idx]
+        shift = mean_shift(node, w, idx, mean)
         if node.op == "Gemm":
             shift = shift / float(node.attrs.get("beta", 1.0))
         if np.any(shift) and apply_shift(ctx, node, shift, keep):
-            updates.append((node.name, shift))
+            updates.append(Update("bias", node.name, shift))
+        if delta is not None and np.any(delta):
+            stored = add_weight(ctx, t, node, delta)
+            updates.append(Update("weight", name, stored))
         bn = following_batchnorm(node)
         if bn is not None and node.op == "Conv":
-            factor = kept_variance(w, np.asarray(idx), stats.at(x, 1, w.shape[1])[1])
+            if delta is None:
+                factor = kept_variance(w, idx, var)
+            else:
+                factor = kept_variance_cov(w, w + delta, idx, cov)
             if np.any(factor != 1) and apply_shift(ctx, bn, factor):
-                updates.append((bn.name, factor))
+                updates.append(Update("variance", bn.name, factor))
     return tuple(updates)
+
+
+def regression(cov, removed, kept, ridge):
+    """[kept, removed] coefficients of the removed channels' linear regression on the
+    kept ones (ridge-regularised by `ridge` times the mean kept variance)."""
+    if not len(kept):
+        return np.zeros((0, len(removed)))
+    ckk = cov[np.ix_(kept, kept)]
+    lam = ridge * max(float(np.trace(ckk)) / len(kept), 1e-30)
+    return np.linalg.solve(ckk + lam * np.eye(len(kept)), cov[np.ix_(kept, removed)])
+
+
+def add_weight(ctx, t, node, delta):
+    """Add `delta` (in the layout the consumer reads) to weight tensor t; returns the delta
+    in t's own layout."""
+    if t.outputs[0] is not node:  # read through a Transpose
+        perm = list(t.outputs[0].attrs.get("perm", range(delta.ndim)[::-1]))
+        delta = np.transpose(delta, np.argsort(perm))
+    old = ctx.const(t)
+    new = (old.astype(np.float64) + delta).astype(old.dtype)
+    ctx._consts[t.name] = new
+    write_const(ctx, t, new)
+    return delta
 
 
 def consumer_of(ctx, t, axis):
@@ -120,6 +177,22 @@ def kept_variance(w, idx, var):
     total = energy.sum(1)
     removed = energy[:, idx].sum(1)
     share = np.where(total > 0, (total - removed) / np.where(total > 0, total, 1), 1.0)
+    return np.clip(share, MIN_KEPT, 1.0)
+
+
+def kept_variance_cov(w, w2, idx, cov):
+    """kept_variance for a compensated Conv: the output variance with weights w2 (the
+    removed channels `idx` dropped) over that with w, input covariance `cov`, taps
+    independent."""
+    w2 = w2.copy()
+    w2[:, idx] = 0
+
+    def out_var(v):
+        vk = v.reshape(v.shape[0], v.shape[1], -1)
+        return np.einsum("ock,cd,odk->o", vk, cov, vk)
+
+    total, kept = out_var(w), out_var(w2)
+    share = np.where(total > 0, kept / np.where(total > 0, total, 1), 1.0)
     return np.clip(share, MIN_KEPT, 1.0)
 
 

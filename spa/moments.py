@@ -72,6 +72,12 @@ class ChannelStats:
         """taylor's E[x_c * g_c] per input channel of a layer, where measured (spa.calib)."""
         return None
 
+    ridge = 1e-3  # regularisation of cov() regressions, relative to the mean variance
+
+    def cov(self, t, axis, n):
+        """Covariance [n, n] of the channels on `axis` of tensor t, or None where unknown."""
+        return None
+
 
 class Moments(ChannelStats):
     """Channel statistics propagated through the graph (see the module docstring)."""

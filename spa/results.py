@@ -71,7 +71,7 @@ class PruneResult:
     sinks: tuple = ()  # (tensor, axis, removed indices) read by removed channels: the oracle's mask
     model: object = field(default=None, repr=False, compare=False)  # the pruned onnx.ModelProto
     exact: bool = True  # every pruned group is equivalent to zeroing (no "hidden" group)
-    updates: tuple = ()  # (consumer node, bias shift) folded in by compensation: part of the oracle
+    updates: tuple = ()  # compensate.Update records: part of the oracle
 
     @property
     def macs_reduction(self):

@@ -171,7 +171,7 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
     Args:
         original: the unpruned model.
         sinks: (tensor name, axis, indices) of the parameter slices that read removed channels.
-        updates: (node name, bias shift) pairs a compensated prune applied (PruneResult.updates).
+        updates: the compensation a prune applied (PruneResult.updates, compensate.Update).
 
     Returns:
         A model whose outputs should equal the pruned model's.
@@ -184,9 +184,14 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
         index = [slice(None)] * value.ndim
         index[axis] = np.asarray(idx)
         value[tuple(index)] = 0
+    for kind, name, delta in updates:
+        if kind == "weight":
+            value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
+            value[...] = value.astype(np.float64) + delta
     for name, value in values.items():
         write_const(ctx, ctx.tensors[name], value)
     nodes = {n.name: n for n in model.graph.nodes}
-    for name, shift in updates:
-        apply_shift(ctx, nodes[name], np.asarray(shift))
+    for kind, name, value in updates:
+        if kind != "weight":
+            apply_shift(ctx, nodes[name], np.asarray(value))
     return export(model, model.graph)
