@@ -85,6 +85,7 @@ class Moments(ChannelStats):
     def __init__(self, cg):
         self.ctx = cg.ctx
         self.map: dict = {}
+        self._corr = None
         for t in cg.model.graph.inputs:
             shape = self.ctx.shape(t)
             if shape and len(shape) >= 2 and isinstance(shape[1], int) and t.dtype is not None \
@@ -99,6 +100,23 @@ class Moments(ChannelStats):
                 rank = self.ctx.rank(node.outputs[0]) or 1
                 self.map[node.outputs[0].name] = (out[0] % rank, out[1], out[2])
         self._refine_means()
+
+    ridge = 0.03  # estimated correlations: regress removed channels on kept ones cautiously
+
+    def cov(self, t, axis, n):
+        """Covariance from spa.correlation's propagated correlations and these variances."""
+        s = self.map.get(t.name)
+        rank = self.ctx.rank(t) or 1
+        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
+            return None
+        if self._corr is None:
+            from .correlation import Correlations
+            self._corr = Correlations(self)
+        r = self._corr.corr(t, n)
+        if r is None:
+            return None
+        sd = np.sqrt(np.maximum(s[2], 0))
+        return r * np.outer(sd, sd)
 
     def _refine_means(self):
         for name, (axis, mean, var) in list(self.map.items()):
@@ -128,13 +146,13 @@ class Moments(ChannelStats):
         op, ctx = node.op, self.ctx
         src = self._in(node) if node.inputs else None
         if op == "BatchNormalization":
-            gamma, beta = ctx.const(node.inputs[1]), ctx.const(node.inputs[2])
+            gamma, beta = read(ctx, node.inputs[1]), read(ctx, node.inputs[2])
             if gamma is None or beta is None:
                 return None
             return 1, beta.astype(np.float64), gamma.astype(np.float64) ** 2
         if op in ("LayerNormalization", "InstanceNormalization"):
-            scale = ctx.const(node.inputs[1])
-            bias = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            scale = read(ctx, node.inputs[1])
+            bias = read(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
             if scale is None or scale.ndim != 1:
                 return None
             axis = -1 if op == "LayerNormalization" else 1
@@ -222,14 +240,14 @@ class Moments(ChannelStats):
             wk = w.reshape(w.shape[0], w.shape[1], -1)
             m = np.einsum("ock,c->o", wk, mean)
             v = np.einsum("ock,c->o", wk * wk, var)
-            b = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            b = read(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
             return 1, m + (b if b is not None else 0), v
         if node.op == "Gemm":
             if node.attrs.get("transA", 0):
                 return None
             wt = w.T if node.attrs.get("transB", 0) else w
             mean, var = self.at(x, 1, wt.shape[0])
-            c = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+            c = read(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
             bias = c.reshape(-1) if c is not None and c.size == wt.shape[1] else 0
             return 1, mean @ wt + bias, var @ (wt * wt)
         if w.ndim != 2:
@@ -238,12 +256,20 @@ class Moments(ChannelStats):
         return -1, mean @ w, var @ (w * w)
 
 
+def read(ctx, t):
+    """A constant, also behind Identity nodes (the TorchScript exporter shares equal
+    initializers through them); None otherwise."""
+    while ctx.const(t) is None and len(t.inputs) == 1 and t.inputs[0].op == "Identity":
+        t = t.inputs[0].inputs[0]
+    return ctx.const(t)
+
+
 def weight(ctx, t):
     """A constant, or a Transpose of one (exports without constant folding transpose
     Linear weights at run time); None otherwise."""
-    w = ctx.const(t)
+    w = read(ctx, t)
     if w is None and t.inputs and t.inputs[0].op == "Transpose":
-        src = ctx.const(t.inputs[0].inputs[0])
+        src = read(ctx, t.inputs[0].inputs[0])
         if src is not None:
             w = np.transpose(src, list(t.inputs[0].attrs.get("perm", range(src.ndim)[::-1])))
     return w
@@ -259,12 +285,12 @@ def _measured(ctx, node, n):
     users = node.outputs[0].outputs
     if len(users) != 1 or users[0].op != "BatchNormalization" or len(users[0].inputs) < 5:
         return None
-    rm = ctx.const(users[0].inputs[3])
-    w = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
+    rm = read(ctx, users[0].inputs[3])
+    w = weight(ctx, node.inputs[1]) if len(node.inputs) > 1 else None
     if rm is None or w is None:
         return None
     w = w.astype(np.float64)
-    b = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+    b = read(ctx, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
     r = rm.astype(np.float64).reshape(-1) - (b.reshape(-1) if b is not None and b.size == rm.size else 0)
     if node.op == "Gemm":
         if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:

@@ -154,7 +154,42 @@ def test_bias_fold_reaches_a_matmul_whose_weight_is_transposed_at_run_time():
     model = h_.make_model(graph, opset_imports=[h_.make_opsetid("", 17)])
     model.ir_version = 8
     result = spa.prune(model, ratio=0.5, criterion="obspa")
-    assert [u.target for u in result.updates] == ["mm2"]
+    assert [(u.kind, u.target) for u in result.updates] == [("bias", "mm2"), ("weight", "w2")]
     feeds = {"input": rng.standard_normal((64, 8)).astype(np.float32)}
     want = run(spa.masked(model, result.sinks, result.updates), feeds)["output"]
     np.testing.assert_allclose(run(result.model, feeds)["output"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_obspa_moves_removed_channels_onto_their_correlated_twins():
+    # input [N,4,1,1] -> Conv 1x1 (4->8, channels 4..7 copy channels 0..3) -> BN -> Conv 1x1 (8->3) -> output.
+    # The copies read almost nothing downstream, so OBSPA removes them; the correlation it
+    # derives from the first Conv's weights lets the kept twins take their part over.
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 4))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    wa = np.concatenate([w, w]).astype(np.float32).reshape(8, 4, 1, 1)
+    wb = rng.standard_normal((3, 8))
+    wb[:, :4] /= np.linalg.norm(wb[:, :4], axis=0)
+    wb[:, 4:] *= 0.3 / np.linalg.norm(wb[:, 4:], axis=0)
+    stats = dict(g=np.ones(8), b=np.zeros(8), m=np.zeros(8), v=np.tile((w * w).sum(1), 2))
+    init = [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in dict(
+        wa=wa, wb=wb.reshape(3, 8, 1, 1), **stats).items()]
+    h_ = onnx.helper
+    nodes = [h_.make_node("Conv", ["input", "wa"], ["a"], name="conv_a"),
+             h_.make_node("BatchNormalization", ["a", "g", "b", "m", "v"], ["an"], name="bn"),
+             h_.make_node("Conv", ["an", "wb"], ["output"], name="conv_b")]
+    graph = h_.make_graph(nodes, "twins", [h_.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4, 1, 1])],
+                          [h_.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 3, 1, 1])], init)
+    model = h_.make_model(graph, opset_imports=[h_.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = {"input": rng.standard_normal((256, 4, 1, 1)).astype(np.float32)}
+    want = run(model, feeds)["output"]
+    comp = spa.prune(model, ratio=0.5, criterion="obspa")
+    plain = spa.prune(model, ratio=0.5, criterion="obspa", compensate=False)
+    assert comp.sinks == (("wb", 1, (4, 5, 6, 7)),)
+    assert any(u.kind == "weight" and u.target == "wb" for u in comp.updates)
+    err = np.abs(run(comp.model, feeds)["output"] - want).mean()
+    err0 = np.abs(run(plain.model, feeds)["output"] - want).mean()
+    assert err < 0.15 * err0
+    masked = run(spa.masked(model, comp.sinks, comp.updates), feeds)["output"]
+    np.testing.assert_allclose(run(comp.model, feeds)["output"], masked, rtol=1e-4, atol=1e-5)

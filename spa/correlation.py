@@ -1,0 +1,155 @@
+"""Data-free channel correlations, for OBSPA's weight update (docs/obspa.md).
+
+The correlation matrix of an activation's channels follows from the weights that made
+it: a Conv, Gemm or MatMul mixes its (correlated) inputs, Cov_out = W Cov_in Wᵀ (kernel
+taps independent); a BatchNorm or any per-channel affine map keeps the correlations
+(up to signs); an elementwise activation f scales a covariance by E[f'(x_i)] E[f'(x_j)]
+(first order in the correlation, Price's theorem; E[f'] by Stein's lemma from the same
+quadrature as spa.moments); pooling, resizing and padding keep them; an Add of two
+independent branches adds covariances; Flatten repeats them per position. Anything
+else is unknown (None), and so is a graph input's correlation (taken as independent).
+Variances always come from spa.moments: this module only gives correlations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .moments import UNARY, _W, _Z, _scalar, _sigmoid, read, weight
+
+MAX = 4096  # channels beyond which no correlation matrix is built
+KEEP = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad", "Cast",
+        "Identity", "Dropout")
+
+
+class Correlations:
+    """corr(t, n): the [n, n] channel correlation of tensor t, or None (memoised)."""
+
+    def __init__(self, moments):
+        self.m = moments
+        self.ctx = moments.ctx
+        self.memo: dict = {}
+
+    def corr(self, t, n):
+        if t.name not in self.memo:
+            self.memo[t.name] = None  # cycles and failures stay unknown
+            try:
+                r = self._node(t, n)
+            except (ValueError, IndexError, TypeError, KeyError, np.linalg.LinAlgError):
+                r = None
+            self.memo[t.name] = r if r is not None and r.shape == (n, n) and np.all(np.isfinite(r)) else None
+        return self.memo[t.name]
+
+    def _stats(self, t):
+        s = self.m.map.get(t.name)
+        return (None, None) if s is None else (s[1], s[2])
+
+    def _cov(self, t, n):
+        """Covariance of t's n channels: propagated correlation (identity where unknown)
+        scaled by spa.moments' variances."""
+        mean, var = self._stats(t)
+        if var is None or len(var) != n:
+            return None
+        r = self.corr(t, n)
+        sd = np.sqrt(np.maximum(var, 0))
+        return (np.eye(n) if r is None else r) * np.outer(sd, sd)
+
+    def _node(self, t, n):
+        if n > MAX or len(t.inputs) != 1:
+            return None
+        node = t.inputs[0]
+        op, ctx = node.op, self.ctx
+        if op in KEEP:
+            return self.corr(node.inputs[0], n)
+        if op == "BatchNormalization":
+            gamma = read(ctx, node.inputs[1])
+            r = self.corr(node.inputs[0], n)
+            if r is None or gamma is None:
+                return None
+            s = np.sign(gamma.astype(np.float64).reshape(-1))
+            return r * np.outer(s, s)
+        if op in UNARY or op == "Clip":
+            attrs = node.attrs
+            f = (lambda x: UNARY[op](x, attrs)) if op in UNARY else \
+                (lambda x, lo=_scalar(ctx, node, 1, -np.inf), hi=_scalar(ctx, node, 2, np.inf): np.clip(x, lo, hi))
+            return self._activation(node.inputs[0], t, n, f)
+        if op == "Mul" and len(node.inputs) == 2 and node.inputs[1].inputs \
+                and node.inputs[1].inputs[0].op == "Sigmoid" and node.inputs[1].inputs[0].inputs[0] is node.inputs[0]:
+            return self._activation(node.inputs[0], t, n, lambda x: x * _sigmoid(x))
+        if op in ("Conv", "Gemm", "MatMul"):
+            return self._linear(node, n)
+        if op in ("Add", "Sub"):
+            return self._add(node, n)
+        if op == "Flatten" or op == "Reshape":
+            return self._flatten(node, n)
+        return None
+
+    def _activation(self, x, y, n, f):
+        mean, var = self._stats(x)
+        _, var_y = self._stats(y)
+        r = self.corr(x, n)
+        if r is None or var is None or var_y is None:
+            return None
+        sd = np.sqrt(np.maximum(var, 1e-30))
+        z = mean[:, None] + sd[:, None] * _Z[None, :]
+        slope = ((z - mean[:, None]) * f(z)) @ _W / sd ** 2  # E[f'(x)] by Stein's lemma
+        a = slope * sd / np.sqrt(np.maximum(var_y, 1e-30))
+        out = r * np.outer(a, a)
+        np.fill_diagonal(out, 1.0)
+        return np.clip(out, -1, 1)
+
+    def _linear(self, node, n):
+        ctx = self.ctx
+        w = weight(ctx, node.inputs[1]) if len(node.inputs) > 1 else None
+        if w is None:
+            return None
+        w = w.astype(np.float64)
+        x = node.inputs[0]
+        if node.op == "Conv":
+            if int(node.attrs.get("group", 1)) != 1:
+                return None
+            c = self._cov(x, w.shape[1])
+            if c is None:
+                return None
+            wk = w.reshape(w.shape[0], w.shape[1], -1)
+            cov = np.einsum("ock,cd,pdk->op", wk, c, wk, optimize=True)
+        else:
+            if node.op == "Gemm":
+                if node.attrs.get("transA", 0):
+                    return None
+                w = w.T if node.attrs.get("transB", 0) else w
+            if w.ndim != 2:
+                return None
+            c = self._cov(x, w.shape[0])
+            if c is None:
+                return None
+            cov = w.T @ c @ w
+        return _normalised(cov)
+
+    def _add(self, node, n):
+        covs = []
+        for x in node.inputs:
+            if self.ctx.const(x) is not None:
+                continue
+            c = self._cov(x, n)
+            if c is None:
+                return None
+            covs.append(c)
+        return _normalised(sum(covs)) if covs else None
+
+    def _flatten(self, node, n):
+        x = node.inputs[0]
+        xs, ys = self.ctx.shape(x), self.ctx.shape(node.outputs[0])
+        if not ys or len(ys) != 2 or not xs or len(xs) < 2 or not all(isinstance(d, int) for d in xs[1:]) or int(np.prod(xs[1:])) != n:
+            return None
+        r = self.corr(x, xs[1])
+        if r is None:
+            return None
+        return np.kron(r, np.eye(int(np.prod(xs[2:]))))
+
+
+def _normalised(cov):
+    d = np.sqrt(np.maximum(np.diag(cov), 1e-30))
+    out = cov / np.outer(d, d)
+    np.fill_diagonal(out, 1.0)
+    return out
