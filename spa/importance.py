@@ -30,6 +30,7 @@ class Member:
     slot: int = -1  # which input of that node it is
     mean: np.ndarray | None = None  # for "in" members: statistics of the input channel each row reads
     var: np.ndarray | None = None
+    cov: np.ndarray | None = None  # covariance of those input channels, row by row, where known
     xg: np.ndarray | None = None  # with calibration data: E[x * d(||y||^2/2)/dx] of that channel
 
     def per_channel(self, row_values):
@@ -68,6 +69,9 @@ def members(cg, group, stats=None) -> list[Member]:
             x_axis = 0 if m.op == "Gemm" and user.attrs.get("transA", 0) else IN_AXIS[m.op]
             mean, var = stats.at(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             m.mean, m.var = mean[pos], var[pos]
+            cov = stats.cov(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
+            if cov is not None:
+                m.cov = cov[np.ix_(pos, pos)]
             xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
                 m.xg = xg[pos]

@@ -32,8 +32,8 @@ def hessian(members, channels, rng):
 @register("obs")
 def obs(members, channels, rng):
     """OBSPA's cost (see docs/obspa.md) with the channel variances measured, not propagated."""
-    rows = [obs_cost(m) for m in _inputs(members)]
-    return np.stack(rows) if rows else l2(members, channels, rng)
+    ins = _inputs(members)
+    return obs_cost(ins, channels)[None] if ins else l2(members, channels, rng)
 
 
 for fn in (taylor, hessian, obs):

@@ -29,19 +29,60 @@ def lamp(members, channels, rng):
     return np.stack(out)
 
 
-def obs_cost(m):
-    """Expected squared output error when a consumer loses each input channel, after its
-    mean is folded into the bias: var_q * sum of the channel's squared weights."""
-    energy = m.per_channel(m.rows.astype(np.float64) ** 2)
-    var = np.ones(len(m.channel)) if m.var is None else m.var
-    return energy * np.bincount(m.channel, weights=var, minlength=m.channels) / np.maximum(
-        np.bincount(m.channel, minlength=m.channels), 1)
+STEPS = 32  # the greedy OBS order removes channels in this many blocks
+
+
+def obs_cost(members, channels):
+    """OBS cost of each channel, summed over the consumers ("in" members), after its mean
+    is folded into the bias: energy_q * var_q, energy the channel's squared weights.
+
+    Where a consumer's input covariance is known (Member.cov), var_q is the variance the
+    kept channels cannot predict (1 / (H^-1)_qq), and channels are ranked greedily: the
+    cheapest block goes first, the others' costs are recomputed without it (so of two
+    twins only one looks cheap), and a channel's score is its cost when it went (kept
+    non-decreasing along the order)."""
+    state = []
+    for m in members:
+        energy = (m.rows.astype(np.float64) ** 2).reshape(len(m.channel), -1).sum(1)
+        var = np.ones(len(m.channel)) if m.var is None else m.var
+        hinv = None
+        if m.cov is not None:
+            lam = RIDGE * max(float(np.trace(m.cov)) / len(m.cov), 1e-30)
+            hinv = np.linalg.inv(m.cov + lam * np.eye(len(m.cov)))
+        state.append([m, energy, var, hinv, np.arange(len(m.channel))])
+    if all(s[3] is None for s in state):
+        return sum(np.bincount(m.channel, weights=e * v, minlength=channels) for m, e, v, _, _ in state)
+    alive, score, level = np.ones(channels, bool), np.zeros(channels), 0.0
+    block = max(1, -(-channels // STEPS))
+    while alive.any():
+        cost = np.zeros(channels)
+        for m, energy, var, hinv, rows in state:
+            cond = var[rows] if hinv is None else 1 / np.maximum(np.diag(hinv), 1e-30)
+            cost += np.bincount(m.channel[rows], weights=energy[rows] * cond, minlength=channels)
+        cand = np.flatnonzero(alive)
+        pick = cand[np.argsort(cost[cand], kind="stable")[:block]]
+        score[pick] = np.maximum(cost[pick], level)
+        level = float(score[pick].max())
+        alive[pick] = False
+        for s in state:
+            m, hinv, rows = s[0], s[3], s[4]
+            gone = np.isin(m.channel[rows], pick)
+            if hinv is not None and gone.any() and not gone.all():
+                q, k = np.flatnonzero(gone), np.flatnonzero(~gone)
+                hinv = hinv[np.ix_(k, k)] - hinv[np.ix_(k, q)] @ np.linalg.solve(hinv[np.ix_(q, q)], hinv[np.ix_(q, k)])
+            elif hinv is not None and gone.all():
+                hinv = np.zeros((0, 0))
+            s[3], s[4] = hinv, rows[~gone]
+    return score
+
+
+RIDGE = 0.03  # relative regularisation of the covariance before inverting it
 
 
 @register("obspa")
 def obspa(members, channels, rng):
-    rows = [obs_cost(m) for m in members if m.role == "in"]
-    return np.stack(rows) if rows else l2(members, channels, rng)
+    ins = [m for m in members if m.role == "in"]
+    return obs_cost(ins, channels)[None] if ins else l2(members, channels, rng)
 
 
 obspa.needs_stats = True
