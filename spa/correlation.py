@@ -73,6 +73,9 @@ class Correlations:
             f = (lambda x: UNARY[op](x, attrs)) if op in UNARY else \
                 (lambda x, lo=_scalar(ctx, node, 1, -np.inf), hi=_scalar(ctx, node, 2, np.inf): np.clip(x, lo, hi))
             return self._activation(node.inputs[0], t, n, f)
+        if t.name in self.m.functions:  # an elementwise function of one tensor (GELU, SiLU...)
+            src, f = self.m.functions[t.name]
+            return self._activation(src, t, n, f)
         if op == "Mul" and len(node.inputs) == 2 and node.inputs[1].inputs \
                 and node.inputs[1].inputs[0].op == "Sigmoid" and node.inputs[1].inputs[0].inputs[0] is node.inputs[0]:
             return self._activation(node.inputs[0], t, n, lambda x: x * _sigmoid(x))

@@ -31,6 +31,7 @@ class Member:
     mean: np.ndarray | None = None  # for "in" members: statistics of the input channel each row reads
     var: np.ndarray | None = None
     cov: np.ndarray | None = None  # covariance of those input channels, row by row, where known
+    ridge: float = 0.0  # how far the ranking trusts cov (ChannelStats.score_ridge)
     xg: np.ndarray | None = None  # with calibration data: E[x * d(||y||^2/2)/dx] of that channel
 
     def per_channel(self, row_values):
@@ -64,14 +65,15 @@ def members(cg, group, stats=None) -> list[Member]:
             if node is not None:
                 user, slot = node, 1
         m = Member(name, axis, attrs["role"], rows, chan, group.channels, user.op if user else "", slot)
-        if stats is not None and m.role == "in" and slot == 1 and m.op in IN_AXIS:
-            x = user.inputs[0]
-            x_axis = 0 if m.op == "Gemm" and user.attrs.get("transA", 0) else IN_AXIS[m.op]
+        x = user.inputs[0] if user is not None else None
+        x_axis = 0 if m.op == "Gemm" and user.attrs.get("transA", 0) else IN_AXIS.get(m.op, 0)
+        if stats is not None and m.role == "in" and slot == 1 and m.op in IN_AXIS \
+                and stats.known(x, x_axis, attrs["size"]):
             mean, var = stats.at(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             m.mean, m.var = mean[pos], var[pos]
             cov = stats.cov(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             if cov is not None:
-                m.cov = cov[np.ix_(pos, pos)]
+                m.cov, m.ridge = cov[np.ix_(pos, pos)], stats.score_ridge
             xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
                 m.xg = xg[pos]

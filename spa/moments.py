@@ -46,6 +46,12 @@ UNARY = {
 }
 
 
+BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": lambda a, b: a / np.where(b == 0, 1e-30, b),
+          "Pow": lambda a, b: np.power(np.abs(a), b) * np.where((a < 0) & (np.mod(b, 2) == 1), -1, 1)}
+TRACED = set(UNARY) | set(BINARY)
+DEPTH = 8  # ops an elementwise function may span
+
+
 def push(f, mean, var):
     """Mean and variance of f(z) for z ~ N(mean, var), per channel."""
     z = mean[:, None] + np.sqrt(np.maximum(var, 0))[:, None] * _Z[None, :]
@@ -60,12 +66,17 @@ class ChannelStats:
     ctx = None
     map: dict = {}
 
-    def at(self, t, axis, n):
-        """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unknown."""
+    def known(self, t, axis, n) -> bool:
+        """True when the statistics of `n` channels on `axis` of tensor t are known."""
         s = self.map.get(t.name)
         rank = self.ctx.rank(t) or 1
-        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
+        return s is not None and s[0] % rank == axis % rank and len(s[1]) == n
+
+    def at(self, t, axis, n):
+        """(mean, var) of `n` channels on `axis` of tensor t; zeros/ones when unknown."""
+        if not self.known(t, axis, n):
             return np.zeros(n), np.ones(n)
+        s = self.map[t.name]
         return s[1], s[2]
 
     def xg(self, node):
@@ -73,6 +84,7 @@ class ChannelStats:
         return None
 
     ridge = 1e-3  # regularisation of cov() regressions, relative to the mean variance
+    score_ridge = 0.03  # the same for the greedy OBS ranking (criteria/obs.py)
 
     def cov(self, t, axis, n):
         """Covariance [n, n] of the channels on `axis` of tensor t, or None where unknown."""
@@ -86,6 +98,7 @@ class Moments(ChannelStats):
         self.ctx = cg.ctx
         self.map: dict = {}
         self._corr = None
+        self.functions: dict = {}  # tensor name: (source, f) where the tensor is f(source) elementwise
         for t in cg.model.graph.inputs:
             shape = self.ctx.shape(t)
             if shape and len(shape) >= 2 and isinstance(shape[1], int) and t.dtype is not None \
@@ -101,14 +114,17 @@ class Moments(ChannelStats):
                 self.map[node.outputs[0].name] = (out[0] % rank, out[1], out[2])
         self._refine_means()
 
-    ridge = 0.03  # estimated correlations: regress removed channels on kept ones cautiously
+    # Estimated correlations: the regression that compensates uses them nearly as they
+    # are (a wrong coefficient costs at most what dropping the channel costs), the ranking
+    # shrinks them hard (a wrong ranking removes a needed channel for good).
+    ridge = 0.03
+    score_ridge = 1.0
 
     def cov(self, t, axis, n):
         """Covariance from spa.correlation's propagated correlations and these variances."""
-        s = self.map.get(t.name)
-        rank = self.ctx.rank(t) or 1
-        if s is None or s[0] % rank != axis % rank or len(s[1]) != n:
+        if not self.known(t, axis, n):
             return None
+        s = self.map[t.name]
         if self._corr is None:
             from .correlation import Correlations
             self._corr = Correlations(self)
@@ -158,7 +174,7 @@ class Moments(ChannelStats):
             axis = -1 if op == "LayerNormalization" else 1
             return axis, (bias if bias is not None else np.zeros_like(scale)).astype(np.float64), \
                 scale.astype(np.float64) ** 2
-        if src is None and op not in ("Conv", "Gemm", "MatMul", "Gather"):
+        if src is None and op not in ("Conv", "Gemm", "MatMul", "Gather", "Add", "Mul"):
             return None
         if op in UNARY:
             attrs = node.attrs
@@ -201,9 +217,15 @@ class Moments(ChannelStats):
     def _binary(self, node):
         ctx = self.ctx
         a, b = node.inputs[0], node.inputs[1]
+        if node.op in ("Add", "Mul") and ctx.const(a) is not None and ctx.const(b) is None:
+            a, b = b, a  # bias + x, scale * x
         sa, sb = self.map.get(a.name), self.map.get(b.name)
         cb = ctx.const(b)
         op = node.op
+        if cb is None and sa is not None and sb is not None:
+            joint = self._composite(node)
+            if joint is not None:
+                return joint
         if op == "Mul" and sa is not None and len(b.inputs) == 1 and b.inputs[0].op == "Sigmoid" \
                 and b.inputs[0].inputs[0] is a:  # SiLU
             return sa[0], *push(lambda x: x * _sigmoid(x), sa[1], sa[2])
@@ -225,6 +247,45 @@ class Moments(ChannelStats):
                 return sa[0], sa[1] - sb[1], sa[2] + sb[2]
             if op == "Mul":
                 return sa[0], sa[1] * sb[1], sa[2] * sb[2] + sa[2] * sb[1] ** 2 + sb[2] * sa[1] ** 2
+        return None
+
+    def _composite(self, node):
+        """Statistics of an elementwise function of one tensor, such as GELU written as
+        x * 0.5 * (1 + erf(x / sqrt 2)): both operands are traced back through
+        elementwise ops to a common source with statistics, and the whole function is
+        pushed through at once (its operands are not independent)."""
+        src = node.inputs[0]
+        for _ in range(DEPTH):
+            s = self.map.get(src.name)
+            if s is not None:
+                f = self._trace(node.outputs[0], src, s, DEPTH)
+                if f is not None:
+                    self.functions[node.outputs[0].name] = (src, f)
+                    return s[0], *push(f, s[1], s[2])
+            if len(src.inputs) != 1 or src.inputs[0].op not in TRACED or not src.inputs[0].inputs:
+                return None
+            src = src.inputs[0].inputs[0]
+        return None
+
+    def _trace(self, t, src, s, depth):
+        """f with t = f(src) elementwise, f acting on [channels, points] arrays; or None."""
+        if t is src:
+            return lambda z: z
+        c = self.ctx.const(t)
+        if c is not None:
+            v = _per_channel(c, s, self.ctx.rank(src) or 1)
+            return None if v is None else (lambda z, v=v: v[:, None])
+        if depth == 0 or len(t.inputs) != 1 or t.inputs[0].op not in TRACED:
+            return None
+        node = t.inputs[0]
+        args = [self._trace(x, src, s, depth - 1) for x in node.inputs[:2]]
+        if any(f is None for f in args):
+            return None
+        op, attrs = node.op, node.attrs
+        if op in UNARY:
+            return lambda z: UNARY[op](args[0](z), attrs)
+        if op in BINARY:
+            return lambda z: BINARY[op](args[0](z), args[1](z))
         return None
 
     def _linear(self, node, src):

@@ -47,7 +47,7 @@ def obs_cost(members, channels):
         var = np.ones(len(m.channel)) if m.var is None else m.var
         hinv = None
         if m.cov is not None:
-            lam = RIDGE * max(float(np.trace(m.cov)) / len(m.cov), 1e-30)
+            lam = m.ridge * max(float(np.trace(m.cov)) / len(m.cov), 1e-30)
             hinv = np.linalg.inv(m.cov + lam * np.eye(len(m.cov)))
         state.append([m, energy, var, hinv, np.arange(len(m.channel))])
     if all(s[3] is None for s in state):
@@ -76,12 +76,11 @@ def obs_cost(members, channels):
     return score
 
 
-RIDGE = 0.03  # relative regularisation of the covariance before inverting it
-
-
 @register("obspa")
 def obspa(members, channels, rng):
-    ins = [m for m in members if m.role == "in"]
+    """OBS cost over the consumers whose input statistics spa.moments derived; L2
+    magnitude of every member where it derived none."""
+    ins = [m for m in members if m.role == "in" and m.var is not None]
     return obs_cost(ins, channels)[None] if ins else l2(members, channels, rng)
 
 
