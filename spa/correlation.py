@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .layout_stats import constant
 from .moments import UNARY, _W, _Z, _scalar, _sigmoid, read, weight
 
 MAX = 4096  # channels beyond which no correlation matrix is built
+MOVE = ("Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Expand")  # when the channels stay whole
 KEEP = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad", "Cast",
         "Identity", "Dropout")
 
@@ -59,8 +61,18 @@ class Correlations:
             return None
         node = t.inputs[0]
         op, ctx = node.op, self.ctx
-        if op in KEEP:
+        if op in KEEP or op in MOVE and self._stats(node.inputs[0])[1] is not None \
+                and len(self._stats(node.inputs[0])[1]) == n:
             return self.corr(node.inputs[0], n)
+        if op == "LayerNormalization":  # per-token normalisation keeps channel correlations roughly
+            gamma = read(ctx, node.inputs[1])
+            r = self.corr(node.inputs[0], n)
+            if r is None or gamma is None or gamma.size != n:
+                return None
+            sign = np.sign(gamma.astype(np.float64).reshape(-1))
+            return r * np.outer(sign, sign)
+        if op == "Concat":
+            return self._concat(node, t, n)
         if op == "BatchNormalization":
             gamma = read(ctx, node.inputs[1])
             r = self.corr(node.inputs[0], n)
@@ -83,6 +95,8 @@ class Correlations:
             return self._linear(node, n)
         if op in ("Add", "Sub"):
             return self._add(node, n)
+        if op in ("Mul", "Div") and len(node.inputs) == 2:
+            return self._scaled(node, t, n)
         if op == "Flatten" or op == "Reshape":
             return self._flatten(node, n)
         return None
@@ -130,15 +144,69 @@ class Correlations:
         return _normalised(cov)
 
     def _add(self, node, n):
-        covs = []
+        """Independent operands: covariances add; a constant varying along other axes (a
+        position embedding) adds its own covariance over those positions."""
+        covs, axis = [], self._axis(node.outputs[0])
         for x in node.inputs:
-            if self.ctx.const(x) is not None:
+            value = self.ctx.const(x)
+            if value is not None:
+                mc = None if axis is None else const_moments(value, axis, self.ctx.rank(node.outputs[0]), n)
+                if mc is not None:
+                    covs.append(mc[1])
                 continue
             c = self._cov(x, n)
             if c is None:
                 return None
             covs.append(c)
         return _normalised(sum(covs)) if covs else None
+
+    def _concat(self, node, t, n):
+        """Concat along another axis: the mixture's covariance, E[x xᵀ] weighted by each
+        input's extent along the concat axis, minus the mixture mean's outer product."""
+        axis, rank = self._axis(t), self.ctx.rank(t)
+        if axis is None or int(node.attrs.get("axis", 0)) % rank == axis:
+            return None
+        total, second, mean = 0, np.zeros((n, n)), np.zeros(n)
+        for x in node.inputs:
+            size = self.ctx.dim(x, int(node.attrs.get("axis", 0)))
+            value = constant(self.ctx, x)
+            if value is not None:
+                mc = const_moments(value, axis, rank, n)
+                if mc is None:
+                    return None
+                m, c = mc
+            else:
+                mean_x, _ = self._stats(x)
+                c = self._cov(x, n)
+                if c is None or mean_x is None:
+                    return None
+                m = mean_x
+            if not isinstance(size, int):
+                return None
+            total += size
+            second += size * (c + np.outer(m, m))
+            mean += size * m
+        mean /= total
+        return _normalised(second / total - np.outer(mean, mean))
+
+    def _scaled(self, node, t, n):
+        """x * c or x / c with a constant c per channel or scalar: signs flip correlations."""
+        a, b = node.inputs
+        if self.ctx.const(a) is not None and node.op == "Mul":
+            a, b = b, a
+        c, axis = self.ctx.const(b), self._axis(t)
+        r = self.corr(a, n) if c is not None and axis is not None else None
+        if r is None:
+            return None
+        mc = const_moments(c, axis, self.ctx.rank(t), n) if c.size > 1 else (np.full(n, float(c.reshape(-1)[0])), None)
+        if mc is None:
+            return None
+        sign = np.sign(mc[0])
+        return r * np.outer(sign, sign)
+
+    def _axis(self, t):
+        s = self.m.map.get(t.name)
+        return None if s is None else s[0]
 
     def _flatten(self, node, n):
         x = node.inputs[0]
@@ -149,6 +217,20 @@ class Correlations:
         if r is None:
             return None
         return np.kron(r, np.eye(int(np.prod(xs[2:]))))
+
+
+def const_moments(value, axis, rank, n):
+    """(mean, covariance) over positions of a constant's n channels on `axis`, the
+    constant broadcast from the right against a rank-`rank` tensor; None if it has no
+    n channels there."""
+    v = np.asarray(value, np.float64)
+    if v.ndim > rank:
+        return None
+    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
+    if v.shape[axis] != n:
+        return None
+    flat = np.moveaxis(v, axis, 0).reshape(n, -1)
+    return flat.mean(1), (flat - flat.mean(1, keepdims=True)) @ (flat - flat.mean(1, keepdims=True)).T / flat.shape[1]
 
 
 def _normalised(cov):

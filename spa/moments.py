@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from . import layout_stats
+
 _erf = np.vectorize(math.erf)
 _Z, _W = np.polynomial.hermite_e.hermegauss(24)  # E[f(z)], z ~ N(0, 1) = sum W f(Z) / sqrt(2 pi)
 _W = _W / _W.sum()
@@ -46,6 +48,8 @@ UNARY = {
 }
 
 
+LAYOUT = {"Transpose": layout_stats.transpose, "Unsqueeze": layout_stats.unsqueeze,
+          "Squeeze": layout_stats.squeeze, "Expand": layout_stats.expand}
 BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": lambda a, b: a / np.where(b == 0, 1e-30, b),
           "Pow": lambda a, b: np.power(np.abs(a), b) * np.where((a < 0) & (np.mod(b, 2) == 1), -1, 1)}
 TRACED = set(UNARY) | set(BINARY)
@@ -174,7 +178,7 @@ class Moments(ChannelStats):
             axis = -1 if op == "LayerNormalization" else 1
             return axis, (bias if bias is not None else np.zeros_like(scale)).astype(np.float64), \
                 scale.astype(np.float64) ** 2
-        if src is None and op not in ("Conv", "Gemm", "MatMul", "Gather", "Add", "Mul"):
+        if src is None and op not in ("Conv", "Gemm", "MatMul", "Gather", "Add", "Mul", "Concat"):
             return None
         if op in UNARY:
             attrs = node.attrs
@@ -187,16 +191,18 @@ class Moments(ChannelStats):
                   "Cast"):
             return src
         if op == "Flatten" or op == "Reshape":
-            return self._flatten(node, src)
+            return self._flatten(node, src) or layout_stats.reshape(ctx, node, src)
+        if op in LAYOUT:
+            return LAYOUT[op](ctx, node, src)
         if op in ("Add", "Sub", "Mul", "Div"):
             return self._binary(node)
         if op in ("Conv", "Gemm", "MatMul"):
             return self._linear(node, src)
         if op == "Concat":
             parts = [self._in(node, i) for i in range(len(node.inputs))]
-            axis = int(node.attrs["axis"])
+            axis = int(node.attrs["axis"]) % (ctx.rank(node.outputs[0]) or 1)
             if any(p is None or p[0] != axis for p in parts):
-                return None
+                return layout_stats.concat_other(ctx, node, parts)
             return axis, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
         if op == "Gather" and ctx.const(node.inputs[0]) is not None:
             table = ctx.const(node.inputs[0]).astype(np.float64)
@@ -231,6 +237,12 @@ class Moments(ChannelStats):
             return sa[0], *push(lambda x: x * _sigmoid(x), sa[1], sa[2])
         if sa is not None and cb is not None:
             c = _per_channel(cb, sa, ctx.rank(a))
+            if c is None and op in ("Add", "Sub"):  # varies along other axes (a position embedding)
+                rank = ctx.rank(node.outputs[0]) or 1
+                cs = layout_stats.const_stats(cb, sa[0] + rank - (ctx.rank(a) or rank), rank, len(sa[1]))
+                if cs is None:
+                    return None
+                return sa[0], sa[1] + (cs[0] if op == "Add" else -cs[0]), sa[2] + cs[1]
             if c is None:
                 return None
             if op == "Add":
