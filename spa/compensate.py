@@ -94,6 +94,8 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         x_axis = IN_AXIS[node.op] % (ctx.rank(x) or 1)
         n = w.shape[axis]
         mean, var = stats.at(x, x_axis, n)
+        if not stats.known(x, x_axis, n):  # statistics guessed from the input alone: no fold
+            mean = np.zeros(n)
         cov = stats.cov(x, x_axis, n)
         delta = None
         if cov is not None:

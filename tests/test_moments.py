@@ -81,15 +81,17 @@ def test_gelu_written_with_erf_is_pushed_as_one_function():
 
 
 def test_correlations_follow_the_weights_through_an_activation_and_a_scale():
-    # input [N,6] ~ N(0, I) -> MatMul W (6->8) -> Relu -> Mul 2 -> output: the correlation
-    # of the output channels, propagated from W, against the measured one.
+    # input [N,6] ~ N(0, I) -> BatchNorm (statistics N(0, 1): anchors the input's) -> MatMul W
+    # (6->8) -> Relu -> Mul 2 -> output: the correlation of the output channels, propagated
+    # from W, against the measured one.
     rng = np.random.default_rng(2)
     w = rng.standard_normal((6, 8))
     w[:, 4:] = w[:, :4] + 0.3 * rng.standard_normal((6, 4))  # pairs of correlated channels
-    nodes = [h.make_node("MatMul", ["input", "w"], ["a"]), h.make_node("Relu", ["a"], ["r"]),
+    nodes = [h.make_node("BatchNormalization", ["input", "g", "b", "m", "v"], ["x"], epsilon=0.0),
+             h.make_node("MatMul", ["x", "w"], ["a"]), h.make_node("Relu", ["a"], ["r"]),
              h.make_node("Mul", ["r", "two"], ["output"])]
     model = _model(nodes, [h.make_tensor_value_info("input", TensorProto.FLOAT, [100000, 6])],
-                   [h.make_tensor_value_info("output", TensorProto.FLOAT, [100000, 8])], dict(w=w, two=np.array(2.0)))
+                   [h.make_tensor_value_info("output", TensorProto.FLOAT, [100000, 8])], dict(w=w, two=np.array(2.0), g=np.ones(6), b=np.zeros(6), m=np.zeros(6), v=np.ones(6)))
     cg = build(load(model))
     stats = Moments(cg)
     est = stats.cov(cg.ctx.tensors["output"], -1, 8)
