@@ -190,8 +190,8 @@ def kept_variance_cov(w, w2, idx, cov):
     w2[:, idx] = 0
 
     def out_var(v):
-        vk = v.reshape(v.shape[0], v.shape[1], -1)
-        return np.einsum("ock,cd,odk->o", vk, cov, vk)
+        vk = np.moveaxis(v.reshape(v.shape[0], v.shape[1], -1), 2, 0)  # [taps, out, in]
+        return ((vk @ cov) * vk).sum((0, 2))
 
     total, kept = out_var(w), out_var(w2)
     share = np.where(total > 0, kept / np.where(total > 0, total, 1), 1.0)

@@ -18,7 +18,7 @@ import numpy as np
 from .layout_stats import constant
 from .moments import UNARY, _W, _Z, _scalar, _sigmoid, read, weight
 
-MAX = 4096  # channels beyond which no correlation matrix is built
+MAX = 2048  # channels beyond which no correlation matrix is built (time and memory)
 MOVE = ("Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Expand")  # when the channels stay whole
 KEEP = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad", "Cast",
         "Identity", "Dropout")

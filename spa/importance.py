@@ -32,6 +32,7 @@ class Member:
     var: np.ndarray | None = None
     cov: np.ndarray | None = None  # covariance of those input channels, row by row, where known
     ridge: float = 0.0  # how far the ranking trusts cov (ChannelStats.score_ridge)
+    cov_key: tuple = ()  # equal for members reading the same channels of one tensor
     xg: np.ndarray | None = None  # with calibration data: E[x * d(||y||^2/2)/dx] of that channel
 
     def per_channel(self, row_values):
@@ -74,6 +75,7 @@ def members(cg, group, stats=None) -> list[Member]:
             cov = stats.cov(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             if cov is not None:
                 m.cov, m.ridge = cov[np.ix_(pos, pos)], stats.score_ridge
+                m.cov_key = (x.name, pos.tobytes())
             xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
                 m.xg = xg[pos]

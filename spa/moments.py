@@ -106,7 +106,7 @@ class Moments(ChannelStats):
     def __init__(self, cg):
         self.ctx = cg.ctx
         self.map: dict = {}
-        self._corr = None
+        self._corr, self._covs = None, {}
         self.functions: dict = {}  # tensor name: (source, f) where the tensor is f(source) elementwise
         self.anchored: set = set()  # tensors downstream of a normalisation's statistics or an embedding table
         for t in cg.model.graph.inputs:
@@ -144,15 +144,15 @@ class Moments(ChannelStats):
         """Covariance from spa.correlation's propagated correlations and these variances."""
         if not self.known(t, axis, n):
             return None
-        s = self.map[t.name]
-        if self._corr is None:
-            from .correlation import Correlations
-            self._corr = Correlations(self)
-        r = self._corr.corr(t, n)
-        if r is None:
-            return None
-        sd = np.sqrt(np.maximum(s[2], 0))
-        return r * np.outer(sd, sd)
+        if t.name not in self._covs:
+            s = self.map[t.name]
+            if self._corr is None:
+                from .correlation import Correlations
+                self._corr = Correlations(self)
+            r = self._corr.corr(t, n)
+            sd = np.sqrt(np.maximum(s[2], 0))
+            self._covs[t.name] = None if r is None else r * sd[:, None] * sd[None, :]
+        return self._covs[t.name]
 
     def _refine_means(self):
         for name, (axis, mean, var) in list(self.map.items()):

@@ -30,6 +30,7 @@ def lamp(members, channels, rng):
 
 
 STEPS = 32  # the greedy OBS order removes channels in this many blocks
+GREEDY_MAX = 1024  # rows of a consumer up to which its inverse covariance follows the removals
 
 
 def obs_cost(members, channels):
@@ -41,16 +42,23 @@ def obs_cost(members, channels):
     cheapest block goes first, the others' costs are recomputed without it (so of two
     twins only one looks cheap), and a channel's score is its cost when it went (kept
     non-decreasing along the order)."""
-    state = []
+    state, shared = [], {}
     for m in members:
         energy = (m.rows.astype(np.float64) ** 2).reshape(len(m.channel), -1).sum(1)
+        if m.cov is not None and m.cov_key in shared:  # query, key and value read one tensor
+            shared[m.cov_key][1] += energy
+            continue
         var = np.ones(len(m.channel)) if m.var is None else m.var
         hinv = None
         if m.cov is not None:
             lam = m.ridge * max(float(np.trace(m.cov)) / len(m.cov), 1e-30)
             hinv = np.linalg.inv(m.cov + lam * np.eye(len(m.cov)))
+            if len(hinv) > GREEDY_MAX:  # too wide to update: the variance given all other channels
+                var, hinv = 1 / np.maximum(np.diag(hinv), 1e-30), None
         state.append([m, energy, var, hinv, np.arange(len(m.channel))])
-    if all(s[3] is None for s in state):
+        if m.cov is not None:
+            shared[m.cov_key] = state[-1]
+    if all(s[3] is None for s in state):  # nothing to recompute: one pass
         return sum(np.bincount(m.channel, weights=e * v, minlength=channels) for m, e, v, _, _ in state)
     alive, score, level = np.ones(channels, bool), np.zeros(channels), 0.0
     block = max(1, -(-channels // STEPS))
