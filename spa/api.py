@@ -21,7 +21,7 @@ from .importance import REDUCTIONS, score, statistics
 from .moments import Moments
 from .load import load, parse_input_shapes
 from .macs import param_count, total_macs
-from .plan import global_plan, local_plan
+from .plan import NORMALIZE, global_plan, local_plan
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rewrite import apply, keep_map, removed_elements
 from .rules import rule_for
@@ -166,7 +166,8 @@ class _Clock:
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
-          force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None) -> PruneResult:
+          force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
+          normalize="mean") -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -178,6 +179,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
             fall by this share.
         criterion: importance criterion name (see spa.criteria.CRITERIA).
         reduce: how member scores combine: mean, sum, max or first.
+        normalize: what each group's scores are divided by before global ranking
+            (target_macs, global_ranking): "mean" (default), "max" or "none".
         round_to: keep channel counts at multiples of this many elements; "auto" (the
             default): per group the nearest multiple of 8, else 4, 2, 1, within half the asked removal.
         exclude: glob patterns of node or tensor names whose groups are protected.
@@ -201,6 +204,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     """
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds)
+    if normalize not in NORMALIZE:
+        raise UsageError(f"unknown normalisation {normalize!r}; choose from {', '.join(NORMALIZE)}")
     if calib is None and getattr(get_criterion(criterion), "needs_calib", False):
         raise UsageError(f"criterion {criterion!r} needs calibration data: give --calib inputs.npz "
                          "(or a folder of <input>.npy files)")
@@ -238,7 +243,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     if local:
         plan = local_plan(groups + head_dims, scores, ratio, round_to, kinds)
     else:
-        plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs)
+        plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs, normalize=normalize)
     if not plan:
         raise NothingToPrune(f"{m.path or '<model>'}: the settings remove no channel")
     main_plan = {gid: ch for gid, ch in plan.items() if gid < len(groups)}

@@ -12,6 +12,7 @@ from . import api, report
 from .criteria import CRITERIA
 from .errors import INTERNAL_EXIT_CODE, SpaError
 from .importance import REDUCTIONS
+from .plan import NORMALIZE
 
 
 def _run(fn):
@@ -91,6 +92,8 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
+@click.option("--normalize", default="mean", show_default=True, type=click.Choice(NORMALIZE),
+              help="What each group's scores are divided by before ranking across groups.")
 @click.option("--round-to", default="auto", show_default=True, type=_RoundTo(),
               help="Keep channel counts multiples of N; auto: per group the nearest multiple of 8, "
                    "else 4, 2, 1, within half the asked removal.")
@@ -101,13 +104,13 @@ def analyze(model, input_shapes, exclude, as_json):
 @_common
 @_run
 def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, reduce, global_ranking,
-          round_to, seed, force, external_data, input_shapes, exclude, as_json):
+          normalize, round_to, seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                        kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
-                       external_data=external_data or None, calib=calib)
+                       external_data=external_data or None, calib=calib, normalize=normalize)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
 
 

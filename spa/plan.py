@@ -1,8 +1,9 @@
 """Decide which channels of which groups go.
 
 Local: every prunable group loses `ratio` of its channels. Global: channels are
-ranked across groups by score normalised by the group mean, and removed lowest
-first until `ratio` of all channels, or `target_macs` of the MACs, are gone.
+ranked across groups by score normalised by the group mean (or max, or not at all),
+and removed lowest first until `ratio` of all channels, or `target_macs` of the MACs,
+are gone.
 Channel counts stay multiples of `round_to` (counted in elements: a head of 64 is
 already a multiple of 8); no group is ever emptied. `round_to="auto"` (the default) keeps,
 per group, the multiple of 8, 4, 2 or 1 elements (the coarsest that fits) nearest the
@@ -130,12 +131,22 @@ class MacsModel:
         return 1 - self.total / self.base if self.base else 0.0
 
 
-def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None) -> dict:
+NORMALIZE = ("mean", "max", "none")  # what a group's scores are divided by before global ranking
+
+
+def normalised(sc, how="mean"):
+    if how == "none":
+        return sc
+    scale = sc.mean() if how == "mean" else np.abs(sc).max()
+    return sc / (scale or 1.0)
+
+
+def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean") -> dict:
     """Remove the lowest normalised chunks across groups until the goal is met."""
     by_id = {gr.id: gr for gr in groups}
     heap, steps = [], {}
     for gid, sc in scores.items():
-        norm = sc / (sc.mean() or 1.0)
+        norm = normalised(sc, normalize)
         order = np.argsort(norm, kind="stable")
         steps[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to))
         if steps[gid]:

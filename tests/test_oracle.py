@@ -108,3 +108,25 @@ def test_default_round_to_is_auto_and_keeps_multiples_of_8_on_wide_groups():
     result = spa.prune(model, ratio=0.3)
     assert result.changes and all(c.after % 8 == 0 for c in result.changes if c.before >= 32)
     assert_oracle(model, result)
+
+
+@pytest.mark.parametrize("normalize", ["mean", "max", "none"])
+def test_global_ranking_removes_the_lowest_normalised_scores(normalize):
+    from spa.graph import build
+    from spa.groups import find_groups
+    from spa.importance import score
+    from spa.load import load
+    from spa.plan import normalised
+    model = ALL["resnet"]()
+    cg = build(load(model))
+    groups = find_groups(cg)
+    scores = score(cg, groups, "l2")
+    result = spa.prune(model, ratio=0.3, global_ranking=True, round_to=1, normalize=normalize)
+    after = {c.id: c.after for c in result.changes}
+    removed, kept = [], []
+    for gid, sc in scores.items():
+        order = np.sort(normalised(sc, normalize))
+        cut = len(sc) - after.get(gid, len(sc))
+        removed += list(order[:cut])
+        kept += list(order[cut:])
+    assert removed and max(removed) <= min(kept) + 1e-12
