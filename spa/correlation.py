@@ -64,7 +64,7 @@ class Correlations:
         if op in KEEP or op in MOVE and self._stats(node.inputs[0])[1] is not None \
                 and len(self._stats(node.inputs[0])[1]) == n:
             return self.corr(node.inputs[0], n)
-        if op == "LayerNormalization":  # per-token normalisation keeps channel correlations roughly
+        if op in ("BatchNormalization", "LayerNormalization"):  # (LayerNorm per token: roughly)
             gamma = read(ctx, node.inputs[1])
             r = self.corr(node.inputs[0], n)
             if r is None or gamma is None or gamma.size != n:
@@ -73,13 +73,6 @@ class Correlations:
             return r * np.outer(sign, sign)
         if op == "Concat":
             return self._concat(node, t, n)
-        if op == "BatchNormalization":
-            gamma = read(ctx, node.inputs[1])
-            r = self.corr(node.inputs[0], n)
-            if r is None or gamma is None:
-                return None
-            s = np.sign(gamma.astype(np.float64).reshape(-1))
-            return r * np.outer(s, s)
         if op in UNARY or op == "Clip":
             attrs = node.attrs
             f = (lambda x: UNARY[op](x, attrs)) if op in UNARY else \
