@@ -8,7 +8,8 @@ Zoo models (models/zoo/*/manifest.json, weightless) get seeded random weights
 (tools/zoo_format.fill, seed 0); real models come from tools/real_models.py (fetched into
 ~/.cache/spa/real; onnx's Caffe2 `light_*` models get seeded random weights in place of
 their constant fills, so that channels differ). Each model is pruned with
-`spa.prune(ratio=0.3)` (L2, local) in its own process with a time limit (--timeout).
+`spa.prune(ratio=0.3)` (L2, local; `--criterion` picks another) in its own process with a time limit
+(--timeout).
 
 One row per model:
 
@@ -24,7 +25,7 @@ One row per model:
   touch; 0% means nothing that carries MACs is prunable.
 - time: seconds in `spa.prune` (verification included).
 - masked diff: max |pruned - masked original| / max(|masked original|, |original|) over
-  the float outputs (`spa.masked(model, result.sinks)`; the original's scale too, since
+  the float outputs (`spa.masked(model, result.sinks, result.updates)`; the original's scale too, since
   masking can drive an output such as a sigmoid to ~0): 0 up to float rounding when the pruned
   model is exactly the original with the removed channels zeroed. Only meaningful when
   the result is exact (no "hidden" group that passes a normalisation); `~` marks the
@@ -157,7 +158,7 @@ def _compare(pruned, masked, original):
     return worst
 
 
-def measure(job, ratio, seed=0):
+def measure(job, ratio, seed=0, criterion="l2"):
     """Prune one model; the report row (raises only on a bug in this tool)."""
     import numpy as np
     import onnx
@@ -194,7 +195,7 @@ def measure(job, ratio, seed=0):
                     reasons[part.split(" (+")[0][:160]] += 1
         row["block_reasons"] = reasons.most_common(8)
         t0 = time.perf_counter()
-        result = spa.prune(src, output, ratio=ratio, input_shapes=shapes, seed=seed)
+        result = spa.prune(src, output, ratio=ratio, input_shapes=shapes, seed=seed, criterion=criterion)
         row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     except spa.SpaError as exc:
         row.update(status=type(exc).__name__, error=str(exc).splitlines()[0][:400])
@@ -223,7 +224,7 @@ def measure(job, ratio, seed=0):
     row["finite"] = bool(all(np.all(np.isfinite(v)) for v in original.values()
                              if np.issubdtype(v.dtype, np.floating)))
     try:
-        masked = run(spa.masked(model, result.sinks), feeds)
+        masked = run(spa.masked(model, result.sinks, result.updates), feeds)
         row["masked_diff"] = _compare(pruned, masked, original)
         row["masking_changes_output"] = _compare(original, masked, original) > 1e-6
     except Exception as exc:  # noqa: BLE001
@@ -232,11 +233,11 @@ def measure(job, ratio, seed=0):
     return row
 
 
-def _child(job_path, ratio, result_path):
+def _child(job_path, ratio, result_path, criterion="l2"):
     with open(job_path) as f:
         job = json.load(f)
     try:
-        row = measure(job, ratio)
+        row = measure(job, ratio, criterion=criterion)
     except Exception as exc:  # noqa: BLE001 - reported as a row, not lost
         row = {k: job[k] for k in ("name", "source", "kind")}
         row.update(status="crash", error=f"coverage tool: {type(exc).__name__}: {exc}".splitlines()[0][:400],
@@ -260,13 +261,14 @@ def _current(row, job):
         and row.get("spa_code") == code_stamp()
 
 
-def run_job(job, ratio, timeout):
+def run_job(job, ratio, timeout, criterion="l2"):
     """measure() in a fresh process, killed whole at the time limit."""
     tmp = tempfile.mkdtemp(prefix="spa-cov-job-")
     job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "row.json")
     with open(job_path, "w") as f:
         json.dump(job, f)
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", job_path, result_path, "--ratio", str(ratio)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", job_path, result_path, "--ratio", str(ratio),
+           "--criterion", criterion]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -290,6 +292,7 @@ def run_job(job, ratio, timeout):
     row["wall_seconds"] = round(time.perf_counter() - t0, 1)
     row["measured_at"] = time.time()
     row["spa_code"] = code_stamp()
+    row["criterion"] = criterion
     return row
 
 
@@ -320,7 +323,8 @@ def _yes(v):
 
 
 def markdown(rows, t, ratio):
-    lines = [f"# SPA coverage at --ratio {ratio}", "",
+    crits = ", ".join(sorted({r.get("criterion", "l2") for r in rows}))
+    lines = [f"# SPA coverage at --ratio {ratio}, --criterion {crits}", "",
              f"Pruned ok: **{t['pruned_ok']} / {t['attempted']}** models "
              f"({t['export_failed']} more could not be exported by torch); "
              f"verified (checker, onnxruntime, shapes): {t['verified']}; "
@@ -371,6 +375,7 @@ def write_reports(rows, out, ratio):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--criterion", default="l2", help="importance criterion (default l2; data-free ones only)")
     ap.add_argument("--out", default=os.path.join(ROOT, "reports", "coverage"),
                     help="report path without extension (default reports/coverage): .md and .json")
     ap.add_argument("--only", nargs="*", help="glob patterns of model names")
@@ -389,7 +394,7 @@ def main(argv=None):
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return _child(args.child[0], args.ratio, args.child[1])
+        return _child(args.child[0], args.ratio, args.child[1], args.criterion)
     if args.merge:
         merged = {}
         for path in args.merge:
@@ -414,7 +419,7 @@ def main(argv=None):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_job, jobs[i], args.ratio, args.timeout): i for i in todo}
+        futures = {pool.submit(run_job, jobs[i], args.ratio, args.timeout, args.criterion): i for i in todo}
         from concurrent.futures import as_completed
 
         for fut in as_completed(futures):
