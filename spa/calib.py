@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from .errors import UsageError
-from .moments import ChannelStats
+from .moments import ChannelStats, weight
 from .verify import session
 
 IN_AXIS = {"Conv": 1, "Gemm": 1, "MatMul": -1}
@@ -73,23 +73,13 @@ def _layers(cg):
     for node in cg.model.graph.nodes:
         if node.op not in IN_AXIS or len(node.inputs) < 2:
             continue
-        w = _weight(ctx, node.inputs[1])
+        w = weight(ctx, node.inputs[1])
         x = node.inputs[0]
         if w is None or w.dtype.kind != "f" or ctx.rank(x) is None:
             continue
         axis = 0 if node.op == "Gemm" and node.attrs.get("transA", 0) else IN_AXIS[node.op]
         out.append((node, w, axis % ctx.rank(x)))
     return out
-
-
-def _weight(ctx, t):
-    """A constant, or a constant transposed at run time (exports without constant folding)."""
-    w = ctx.const(t)
-    if w is None and len(t.inputs) == 1 and t.inputs[0].op == "Transpose":
-        src = ctx.const(t.inputs[0].inputs[0])
-        if src is not None:
-            w = np.transpose(src, t.inputs[0].attrs.get("perm"))
-    return w
 
 
 def _grad_model(layers, opset):
