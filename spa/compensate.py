@@ -116,10 +116,7 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             updates.append(Update("weight", name, stored))
         bn = following_batchnorm(node)
         if bn is not None and node.op == "Conv":
-            if delta is None:
-                factor = kept_variance(w, idx, var)
-            else:
-                factor = kept_variance_cov(w, w + delta, idx, cov)
+            factor = kept_variance(w, w if delta is None else w + delta, idx, var if delta is None else cov)
             if np.any(factor != 1) and apply_shift(ctx, bn, factor):
                 updates.append(Update("variance", bn.name, factor))
     return tuple(updates)
@@ -170,28 +167,19 @@ def consumer_of(ctx, t, axis):
 MIN_KEPT = 0.05  # never shrink a BatchNorm's variance below this share
 
 
-def kept_variance(w, idx, var):
-    """Per output channel of a Conv, the share of its output variance that the input
-    channels not in `idx` carry, with independent inputs of variance `var` (and
-    independent positions): sum over kept q of var_q * sum_k W[o, q, k]^2, over the
-    same sum for all q."""
-    energy = (w.reshape(w.shape[0], w.shape[1], -1) ** 2).sum(2) * var[None, :]
-    total = energy.sum(1)
-    removed = energy[:, idx].sum(1)
-    share = np.where(total > 0, (total - removed) / np.where(total > 0, total, 1), 1.0)
-    return np.clip(share, MIN_KEPT, 1.0)
-
-
-def kept_variance_cov(w, w2, idx, cov):
-    """kept_variance for a compensated Conv: the output variance with weights w2 (the
-    removed channels `idx` dropped) over that with w, input covariance `cov`, taps
-    independent."""
+def kept_variance(w, w2, idx, spread):
+    """Per output channel of a Conv, the share of its output variance left when input
+    channels `idx` go and the weights become w2 (w when nothing is compensated), taps
+    independent. `spread`: the input covariance, or per-channel variances (independent
+    channels: sum over kept q of var_q * sum_k W[o, q, k]^2 over the same sum for all q)."""
     w2 = w2.copy()
     w2[:, idx] = 0
 
     def out_var(v):
         vk = np.moveaxis(v.reshape(v.shape[0], v.shape[1], -1), 2, 0)  # [taps, out, in]
-        return ((vk @ cov) * vk).sum((0, 2))
+        if spread.ndim == 1:
+            return (vk * vk * spread).sum((0, 2))
+        return ((vk @ spread) * vk).sum((0, 2))
 
     total, kept = out_var(w), out_var(w2)
     share = np.where(total > 0, kept / np.where(total > 0, total, 1), 1.0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout_stats import constant
+from .layout_stats import channel_rows, constant
 from .moments import UNARY, _W, _Z, _scalar, _sigmoid, read, weight
 
 MAX = 2048  # channels beyond which no correlation matrix is built (time and memory)
@@ -213,17 +213,12 @@ class Correlations:
 
 
 def const_moments(value, axis, rank, n):
-    """(mean, covariance) over positions of a constant's n channels on `axis`, the
-    constant broadcast from the right against a rank-`rank` tensor; None if it has no
-    n channels there."""
-    v = np.asarray(value, np.float64)
-    if v.ndim > rank:
+    """(mean, covariance) over positions of a constant's n channels (see channel_rows)."""
+    rows = channel_rows(value, axis, rank, n)
+    if rows is None:
         return None
-    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
-    if v.shape[axis] != n:
-        return None
-    flat = np.moveaxis(v, axis, 0).reshape(n, -1)
-    return flat.mean(1), (flat - flat.mean(1, keepdims=True)) @ (flat - flat.mean(1, keepdims=True)).T / flat.shape[1]
+    centred = rows - rows.mean(1, keepdims=True)
+    return rows.mean(1), centred @ centred.T / rows.shape[1]
 
 
 def _normalised(cov):

@@ -10,15 +10,22 @@ from __future__ import annotations
 import numpy as np
 
 
-def const_stats(value, axis, rank, n):
-    """Per-channel mean and variance of a constant over every other axis, the channel
-    axis `axis` of a rank-`rank` tensor it broadcasts against; None if it does not fit."""
+def channel_rows(value, axis, rank, n):
+    """A constant as [n, positions]: its n channels on `axis` of a rank-`rank` tensor it
+    broadcasts against (from the right), every other axis flattened; None if it does not fit."""
     v = np.asarray(value, np.float64)
-    v = v.reshape((1,) * (rank - v.ndim) + v.shape) if v.ndim <= rank else None
-    if v is None or v.shape[axis] not in (1, n):
+    if v.ndim > rank:
         return None
-    moved = np.moveaxis(np.broadcast_to(v, v.shape[:axis] + (n,) + v.shape[axis + 1:]), axis, 0).reshape(n, -1)
-    return moved.mean(1), moved.var(1)
+    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
+    if v.shape[axis] not in (1, n):
+        return None
+    return np.moveaxis(np.broadcast_to(v, v.shape[:axis] + (n,) + v.shape[axis + 1:]), axis, 0).reshape(n, -1)
+
+
+def const_stats(value, axis, rank, n):
+    """Per-channel mean and variance of a constant over every other axis (see channel_rows)."""
+    rows = channel_rows(value, axis, rank, n)
+    return None if rows is None else (rows.mean(1), rows.var(1))
 
 
 def transpose(ctx, node, src):
