@@ -188,7 +188,9 @@ class Measured(ChannelStats):
         for key, cross in self._cross.items():
             s1, _, cnt = sums[key]
             mean = s1 / cnt
-            self._cov[key] = cross / cnt[0] - np.outer(mean, mean)
+            cov = cross / cnt[0] - np.outer(mean, mean)
+            if np.all(np.isfinite(cov)):  # data with inf or NaN: no regression on it
+                self._cov[key] = cov
         del self._cross
 
     def cov(self, t, axis, n):
