@@ -154,7 +154,8 @@ def export(model, graph) -> onnx.ModelProto:
         setattr(out, field, getattr(src, field))
     del out.metadata_props[:]
     out.metadata_props.extend(src.metadata_props)
-    out = with_shapes(out, infer(out))
+    # annotate only what the original annotated: extra shapes change which fusions onnxruntime applies
+    out = with_shapes(out, infer(out), {vi.name for vi in src.graph.value_info})
     for vi in list(out.graph.input) + list(out.graph.output):
         if vi.name in declared:  # inference may have made declared dims more specific
             vi.CopyFrom(declared[vi.name])

@@ -60,10 +60,10 @@ def infer(model: onnx.ModelProto, **options) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(skeleton(model), **options)
 
 
-def with_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` (in place) with the value_info and output types of `inferred`."""
+def with_shapes(model: onnx.ModelProto, inferred: onnx.ModelProto, names=None) -> onnx.ModelProto:
+    """`model` (in place) with the value_info (only of `names`, when given) and output types of `inferred`."""
     del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(vi for vi in inferred.graph.value_info if names is None or vi.name in names)
     outs = {o.name: o for o in inferred.graph.output}
     for o in model.graph.output:
         if o.name in outs:

@@ -105,6 +105,24 @@ def test_external_data_of_an_in_memory_model(tmp_path):
     onnx.checker.check_model(str(out), full_check=True)
 
 
+def test_shape_annotations_follow_the_original(tmp_path):
+    """The pruned model annotates the tensors the original annotated, with their new
+    shapes, and no others: extra annotations change which fusions onnxruntime applies."""
+    bare = ALL["resnet"]()
+    del bare.graph.value_info[:]
+    annotated = onnx.shape_inference.infer_shapes(bare)
+    assert annotated.graph.value_info
+    for name, proto in (("bare", bare), ("annotated", annotated)):
+        out = spa.prune(proto, ratio=0.5).model
+        names = {vi.name for vi in out.graph.value_info}
+        assert names == {vi.name for vi in proto.graph.value_info} & {o for n in out.graph.node for o in n.output}
+        fresh = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(out).graph.value_info}
+        for vi in out.graph.value_info:
+            assert vi.type == fresh[vi.name].type, vi.name
+    assert any(vi.type != {v.name: v for v in annotated.graph.value_info}[vi.name].type
+               for vi in out.graph.value_info)
+
+
 # -- the input is never modified; nothing is left behind -------------------------------------
 def _save(folder, name="m.onnx"):
     path = os.path.join(folder, name)
