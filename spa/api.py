@@ -303,6 +303,11 @@ def _source(m):
     return m.path or m.proto
 
 
+def _probe(m):
+    """Inputs at the larger probe sizes of the dynamic dims, or None."""
+    return None if m.probe_shapes is None else random_inputs(m.proto, m.probe_shapes, 1, m.path or "<model>")
+
+
 def _full_check(m):
     try:  # load ran the plain checker already
         full_check(m.path if m.external else m.proto, checked=True)
@@ -317,7 +322,7 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock):
     clock.lap("rewrite")
     verdict = UNVERIFIED
     if reference is not None:
-        verdict = check_pruned(m.proto, pruned, feeds, reference, clock.times, m.path or "<model>")
+        verdict = check_pruned(m.proto, pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m))
         clock.skip()
     size = pruned.ByteSize()
     if output is not None:
@@ -342,7 +347,8 @@ def _write_external(m, cg, keep, output, feeds, reference, clock):
         clock.lap("write")
         verdict = UNVERIFIED
         if reference is not None:
-            verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>")
+            verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>",
+                                   _probe(m))
             clock.skip()
         st.commit()
     return pruned, verdict, size

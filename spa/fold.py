@@ -116,16 +116,16 @@ def _evaluate(nodes, shapes, opset):
     return values
 
 
-def fold(graph: gs.Graph, shapes: dict, bumped: dict, opset: int) -> int:
+def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
     """Replace shape arithmetic in `graph` by constants where it is static; returns how
-    many consumer inputs changed. `bumped` holds the shapes with every dynamic input dim
-    one larger."""
+    many consumer inputs changed. `others` holds the tensor shapes at other input sizes
+    (load._bumped_shapes): a value is static when it is the same at all of them."""
     nodes, derived, shaped = _domain(graph, shapes)
     if not nodes:
         return 0
     a = _evaluate(nodes, shapes, opset)
-    b = a if bumped is shapes else _evaluate(nodes, bumped, opset)
-    if a is None or b is None:
+    bs = [_evaluate(nodes, other, opset) for other in others] if a is not None else []
+    if a is None or any(b is None for b in bs):
         return 0
     outputs = {t.name for t in graph.outputs}
     tensors = graph.tensors()
@@ -133,10 +133,12 @@ def fold(graph: gs.Graph, shapes: dict, bumped: dict, opset: int) -> int:
     for name in sorted(shaped - outputs):
         t = tensors[name]
         users = [n for n in t.outputs if not all(o.name in derived for o in n.outputs)]
-        va, vb = a.get(name), b.get(name)
-        if not users or va is None or vb is None or va.shape != vb.shape:
+        va, vbs = a.get(name), [b.get(name) for b in bs]
+        if not users or va is None or any(vb is None or va.shape != vb.shape for vb in vbs):
             continue
-        static = (va == vb) | (np.isnan(va) & np.isnan(vb)) if va.dtype.kind == "f" else va == vb
+        static = np.ones(va.shape, bool)
+        for vb in vbs:
+            static &= (va == vb) | (np.isnan(va) & np.isnan(vb)) if va.dtype.kind == "f" else va == vb
         if static.all():  # the tensor becomes a constant under its own name
             t.to_constant(np.array(va))
             t.inputs.clear()

@@ -37,6 +37,7 @@ class Model:
     opset: int = 0
     file_size: int = 0
     dynamic: set = field(default_factory=set)  # (tensor, axis) whose size follows a dynamic input dim
+    probe_shapes: dict | None = None  # input shapes with non-leading dynamic dims grown by BUMP, where valid
     store: Store | None = None  # external data: lazily mapped, read-only
     sink: object = None  # the DataFile a rewrite writes large tensors to, if any
     _consts: dict = field(default_factory=dict, repr=False)
@@ -138,17 +139,16 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
     _fill_unknown(shapes, proto, graph, concrete)
     _check_sizes(shapes, _constant_names(graph), where)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    axes = set()
+    axes, probe = set(), None
     if dynamic:  # folding needs to know which dims are dynamic
         from .fold import fold  # fold reads constants with this module's helpers
 
-        bumped = _bumped_shapes(proto, graph, concrete, where)
-        if bumped is not None:
-            axes = {(n, a) for n, dims in shapes.items() if n in bumped and len(bumped[n]) == len(dims)
-                    for a, (d, e) in enumerate(zip(dims, bumped[n])) if d != e}
-        if fold(graph, shapes, shapes if bumped is None else bumped, opset):
+        others, probe = _bumped_shapes(proto, graph, concrete, where)
+        axes = {(n, a) for other in others for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
+                for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
+        if fold(graph, shapes, others, opset):
             shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items() if n not in shapes)
-    return Model(proto, graph, shapes, concrete, path, opset, size, axes, store)
+    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store)
 
 
 def _check_opsets(proto, where):
@@ -234,20 +234,39 @@ def _collect_shapes(proto, graph) -> dict:
     return shapes
 
 
-def _bumped_shapes(proto, graph, concrete, where) -> dict | None:
-    """Tensor shapes with every dynamic input dim one larger (None without dynamic dims):
-    the axes whose size changes follow a dynamic input dim (batch, sequence)."""
-    bumped = {}
+BUMP = 64  # a second probe grows non-leading dynamic dims by this much: strides and pools hide +1
+
+
+def _bumped_shapes(proto, graph, concrete, where) -> tuple:
+    """Tensor shapes at other input sizes (none without dynamic dims): every dynamic
+    input dim one larger, and, where an input has a dynamic dim after the first, those
+    dims BUMP larger (skipped if shape inference fails there). The axes whose size
+    changes follow a dynamic input dim (batch, sequence, image size). Also returns the
+    input shapes of the second probe, or None."""
+    plus_one, plus_many = {}, {}
     for vi in proto.graph.input:
         if vi.name in concrete:
             dims = vi.type.tensor_type.shape.dim
-            bumped[vi.name] = tuple(v if d.HasField("dim_value") and d.dim_value > 0 else v + 1
-                                    for d, v in zip(dims, concrete[vi.name]))
-    if bumped == concrete:
-        return None
-    other = _collect_shapes(_infer(proto, bumped, where), graph)
-    _fill_unknown(other, proto, graph, bumped)
-    return other
+            fixed = [d.HasField("dim_value") and d.dim_value > 0 for d in dims]
+            v = concrete[vi.name]
+            plus_one[vi.name] = tuple(x if f else x + 1 for f, x in zip(fixed, v))
+            plus_many[vi.name] = tuple(x if f else x + (1 if k == 0 else BUMP) for k, (f, x) in enumerate(zip(fixed, v)))
+    if plus_one == concrete:
+        return [], None
+    out = [_shapes_at(proto, graph, plus_one, where)]
+    if plus_many != plus_one:
+        try:
+            out.append(_shapes_at(proto, graph, plus_many, where))
+        except ModelError:  # a model that only takes small sizes there
+            return out, None
+        return out, plus_many
+    return out, None
+
+
+def _shapes_at(proto, graph, inputs, where) -> dict:
+    shapes = _collect_shapes(_infer(proto, inputs, where), graph)
+    _fill_unknown(shapes, proto, graph, inputs)
+    return shapes
 
 
 def _fill_unknown(shapes, proto, graph, concrete):

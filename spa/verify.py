@@ -120,7 +120,7 @@ def _signature(proto):
 
 
 def verify(original, pruned, feeds: dict, reference: dict | None = None,
-           timings: dict | None = None, where: str = "<model>") -> Verdict:
+           timings: dict | None = None, where: str = "<model>", probe: dict | None = None) -> Verdict:
     """Check a pruned model; raise VerifyError naming the first failed check.
 
     Args:
@@ -131,6 +131,9 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
         reference: the original's outputs on `feeds`, if already computed.
         timings: if given, gets "checker" and "onnxruntime" seconds.
         where: the original's name for error messages.
+        probe: inputs at other sizes of the dynamic dims (load.Model.probe_shapes): where
+            the original runs on them, the pruned model must too, with the same output
+            shapes (shape arithmetic must not have been frozen at the sizes of `feeds`).
     """
     t0 = time.perf_counter()
     blob = pruned.SerializeToString() if isinstance(pruned, onnx.ModelProto) else None
@@ -158,7 +161,25 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
             raise VerifyError(f"output {name!r} changed: expected {want.shape} {want.dtype}, got {have}")
         if not np.array_equal(got, second[name], equal_nan=True):
             raise VerifyError(f"output {name!r} is not deterministic")
+    if probe is not None:
+        _check_probe(original, blob if blob is not None else pruned, probe)
     return Verdict(checker=True, runs=True, outputs_match=True, deterministic=True)
+
+
+def _check_probe(original, pruned, feeds):
+    try:
+        want = run(original, feeds)
+    except Exception:  # onnxruntime errors have no common base class
+        return  # the original takes no other size either
+    sizes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+    try:
+        got = run(pruned, feeds)
+    except Exception as exc:  # onnxruntime errors have no common base class
+        raise VerifyError(f"the pruned model fails at other input sizes ({sizes}): {_line(exc)}") from exc
+    for name, w in want.items():
+        if got[name].shape != w.shape:
+            raise VerifyError(f"output {name!r} has shape {got[name].shape} at other input sizes ({sizes}), "
+                              f"the original {w.shape}")
 
 
 def _proto(src) -> onnx.ModelProto:
