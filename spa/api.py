@@ -234,7 +234,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     stats = statistics(cg, criterion, None if calib is None else read_calib(calib, m.proto))
     scores = score(cg, _Releasing(groups, m.release), criterion, reduce, seed, stats)
     if head_dims:
-        stats2 = stats if stats is None or isinstance(stats, Measured) else statistics(cg2, criterion)
+        stats2 = stats if stats is None or isinstance(stats, Measured) else statistics(cg2, criterion, like=stats)
         scores.update(score(cg2, _Releasing(head_dims, m.release), criterion, reduce, seed, stats2))
     m.release()
     if not scores:

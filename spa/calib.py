@@ -67,7 +67,7 @@ def _checked(data, proto, path):
     return out
 
 
-def _layers(cg):
+def layers(cg):
     """(node, weight, input axis) of every Conv, Gemm and MatMul whose input 1 is a weight."""
     ctx, out = cg.ctx, []
     for node in cg.model.graph.nodes:
@@ -80,6 +80,14 @@ def _layers(cg):
         axis = 0 if node.op == "Gemm" and node.attrs.get("transA", 0) else IN_AXIS[node.op]
         out.append((node, w, axis % ctx.rank(x)))
     return out
+
+
+def _fixed_batch(proto) -> int | None:
+    """The batch size every graph input fixes on axis 0, or None."""
+    inits = {t.name for t in proto.graph.initializer}
+    dims = {vi.type.tensor_type.shape.dim[0].dim_value if vi.type.tensor_type.shape.dim else 0
+            for vi in proto.graph.input if vi.name not in inits}
+    return dims.pop() if len(dims) == 1 and min(dims) > 0 else None
 
 
 def _grad_model(layers, opset):
@@ -133,10 +141,10 @@ class Measured(ChannelStats):
     def __init__(self, cg, feeds, grads=False):
         m = cg.model
         self.ctx = cg.ctx
-        layers = _layers(cg)
-        want = {node.inputs[0].name for node, _, _ in layers}
+        found = layers(cg)
+        want = {node.inputs[0].name for node, _, _ in found}
         if grads:
-            want |= {node.outputs[0].name for node, _, _ in layers}
+            want |= {node.outputs[0].name for node, _, _ in found}
         proto = onnx.ModelProto()
         proto.CopyFrom(m.proto)
         have = {o.name for o in proto.graph.output}
@@ -146,19 +154,21 @@ class Measured(ChannelStats):
         names = [o.name for o in sess.get_outputs()]
         gsess = None
         if grads:
-            gm = _grad_model(layers, m.opset)
+            gm = _grad_model(found, m.opset)
             gsess = session(gm) if gm is not None else None
         sums, self._xg, self._cross = {}, {}, {}
+        step = _fixed_batch(m.proto) or CHUNK
         n = len(next(iter(feeds.values())))
-        for start in range(0, n, CHUNK):
-            chunk = {k: v[start:start + CHUNK] for k, v in feeds.items()}
+        n -= n % step if n >= step else 0
+        for start in range(0, n, step):
+            chunk = {k: v[start:start + step] for k, v in feeds.items()}
             try:
                 acts = dict(zip(names, sess.run(names, chunk)))
             except Exception as exc:  # onnxruntime errors have no common base class
                 raise UsageError(f"--calib: onnxruntime cannot run the model on the calibration data "
                                  f"({str(exc).splitlines()[0][:160]})") from None
             conv_ys, seen = {}, set()
-            for k, (node, w, axis) in enumerate(layers):
+            for k, (node, w, axis) in enumerate(found):
                 x = acts[node.inputs[0].name].astype(np.float64)
                 key = (node.inputs[0].name, axis)
                 if key not in seen:  # several layers may read one tensor
@@ -176,7 +186,7 @@ class Measured(ChannelStats):
                 feed = {i.name: conv_ys[i.name] for i in gsess.get_inputs()}
                 for o, t in zip(gsess.get_outputs(), gsess.run(None, feed)):
                     k = int(o.name[1:])
-                    node, _, axis = layers[k]
+                    node, _, axis = found[k]
                     x = acts[node.inputs[0].name].astype(np.float64)
                     self._add_xg(node, x, _fit(t, x.shape), axis)
         self.map = {}

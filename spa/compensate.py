@@ -100,7 +100,7 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         delta = None
         if cov is not None:
             kept = np.setdiff1d(np.arange(n), idx)
-            reg = regression(cov, idx, kept, stats.ridge)
+            reg = regression(cov, idx, kept, stats.source(x, x_axis, n).ridge)
             delta = np.zeros_like(w)
             moved = np.moveaxis(delta, axis, 0)
             moved[kept] = np.tensordot(reg, np.moveaxis(w, axis, 0)[idx], axes=([1], [0]))

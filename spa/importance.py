@@ -74,7 +74,8 @@ def members(cg, group, stats=None) -> list[Member]:
             m.mean, m.var = mean[pos], var[pos]
             cov = stats.cov(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
             if cov is not None:
-                m.cov, m.ridge = cov[np.ix_(pos, pos)], stats.score_ridge
+                m.cov = cov[np.ix_(pos, pos)]
+                m.ridge = stats.source(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"]).score_ridge
                 m.cov_key = (x.name, pos.tobytes())
             xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
@@ -84,9 +85,11 @@ def members(cg, group, stats=None) -> list[Member]:
     return out
 
 
-def statistics(cg, criterion, calib=None):
-    """What a criterion reads besides the weights: propagated moments (needs_stats),
-    measured ones (needs_calib: `calib` holds the calibration inputs), or None."""
+def statistics(cg, criterion, calib=None, like=None):
+    """What a criterion reads besides the weights: propagated moments (needs_stats) with
+    a synthetic probe where they are not anchored (spa.probe), measured ones (needs_calib:
+    `calib` holds the calibration inputs), or None. `like`: statistics of the same model
+    from an earlier call, whose probe is reused."""
     fn = criteria.get(criterion)
     if getattr(fn, "needs_calib", False):
         if calib is None:
@@ -95,7 +98,11 @@ def statistics(cg, criterion, calib=None):
         from .calib import Measured
 
         return Measured(cg, calib, grads=getattr(fn, "needs_grads", False))
-    return Moments(cg) if getattr(fn, "needs_stats", False) else None
+    if not getattr(fn, "needs_stats", False):
+        return None
+    from .probe import with_probe  # probe reads calib, which reads this module's neighbours
+
+    return with_probe(cg, Moments(cg), getattr(like, "measured", None))
 
 
 def score(cg, groups, criterion="l2", reduce="mean", seed=0, stats=None) -> dict:

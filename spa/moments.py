@@ -92,6 +92,10 @@ class ChannelStats:
         """taylor's E[x_c * g_c] per input channel of a layer, where measured (spa.calib)."""
         return None
 
+    def source(self, t, axis, n):
+        """The statistics that answer for tensor t (spa.probe.Probed mixes two)."""
+        return self
+
     ridge = 1e-3  # regularisation of cov() regressions, relative to the mean variance
     score_ridge = 0.03  # the same for the greedy OBS ranking (criteria/obs.py)
 

@@ -1,0 +1,69 @@
+"""Synthetic probe inputs (spa.probe): their layout and spectrum, and when OBSPA uses them."""
+
+import os
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from graphs import ALL
+from spa.graph import build
+from spa.load import load
+from spa.moments import Moments
+from spa.probe import ALPHA, Probed, synthetic_inputs, with_probe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _proto(*inputs):
+    vis = [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs]
+    nodes = [helper.make_node("Identity", [n], [n + "_out"]) for n, _, _ in inputs]
+    outs = [helper.make_tensor_value_info(n + "_out", t, s) for n, t, s in inputs]
+    return helper.make_model(helper.make_graph(nodes, "g", vis, outs))
+
+
+def _slope(x, axes):
+    """Fitted log-log slope of power against spatial frequency."""
+    p = np.abs(np.fft.fftn(x, axes=axes)) ** 2
+    p = p.mean(axis=tuple(a for a in range(x.ndim) if a not in axes))
+    f = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(x.shape[a]) ** 2 for a in axes], indexing="ij")))
+    keep = (f > 0.05) & (f < 0.4)
+    return np.polyfit(np.log(f[keep]), np.log(p[keep]), 1)[0]
+
+
+def test_images_get_standardised_smooth_fields_with_correlated_channels():
+    proto = _proto(("x", TensorProto.FLOAT, ["N", 3, 32, 32]))
+    x = synthetic_inputs(proto, {"x": (1, 3, 32, 32)})["x"]
+    assert x.dtype == np.float32 and x.shape[1:] == (3, 32, 32) and 8 <= len(x) <= 256
+    np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    assert abs(_slope(x, (2, 3)) + ALPHA) < 0.5
+    r = np.corrcoef(x[:, 0].ravel(), x[:, 1].ravel())[0, 1]
+    assert 0.7 < r < 0.99
+    again = synthetic_inputs(proto, {"x": (1, 3, 32, 32)})["x"]
+    np.testing.assert_array_equal(x, again)
+
+
+def test_channels_last_and_plain_vectors():
+    proto = _proto(("img", TensorProto.FLOAT, ["N", 32, 32, 3]), ("vec", TensorProto.FLOAT, ["N", 20]))
+    feeds = synthetic_inputs(proto, {"img": (1, 32, 32, 3), "vec": (1, 20)})
+    assert abs(_slope(feeds["img"], (1, 2)) + ALPHA) < 0.5
+    assert len(feeds["vec"]) == len(feeds["img"])
+    assert abs(np.corrcoef(feeds["vec"][:, 0], feeds["vec"][:, 1])[0, 1]) < 0.5
+
+
+def test_integer_inputs_get_no_probe():
+    proto = _proto(("ids", TensorProto.INT64, ["N", 16]), ("x", TensorProto.FLOAT, ["N", 16]))
+    assert synthetic_inputs(proto, {"ids": (1, 16), "x": (1, 16)}) is None
+
+
+def test_probe_only_where_most_layers_are_unanchored():
+    with_bn = load(ALL["resnet"]())  # BatchNorm after every convolution
+    cg = build(with_bn)
+    assert type(with_probe(cg, Moments(cg))) is Moments
+    folded = load(os.path.join(ROOT, "models", "mnist_cnn.onnx"))  # BatchNorm folded by the exporter
+    cg = build(folded)
+    stats = with_probe(cg, Moments(cg))
+    assert isinstance(stats, Probed)
+    x = next(n for n in folded.graph.nodes if n.op == "Gemm").inputs[0]
+    mean, var = stats.at(x, 1, cg.ctx.shape(x)[1])
+    assert stats.known(x, 1, len(mean)) and (var > 0).any() and (mean >= 0).all()  # after a Relu
