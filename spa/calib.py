@@ -157,9 +157,11 @@ class Measured(ChannelStats):
             gm = _grad_model(found, m.opset)
             gsess = session(gm) if gm is not None else None
         sums, self._xg, self._cross = {}, {}, {}
-        step = _fixed_batch(m.proto) or CHUNK
+        fixed = _fixed_batch(m.proto)
+        step = fixed or CHUNK
         n = len(next(iter(feeds.values())))
-        n -= n % step if n >= step else 0
+        if fixed and n >= fixed:  # whole batches only
+            n -= n % fixed
         for start in range(0, n, step):
             chunk = {k: v[start:start + step] for k, v in feeds.items()}
             try:

@@ -53,9 +53,10 @@ def mean_shift(node, w, idx, mean):
 
 
 class Update(NamedTuple):
-    """One compensation change, replayed by spa.masked: `kind` "bias" adds `value` to
-    node `target`'s bias, "variance" multiplies BatchNorm `target`'s running variance,
-    "weight" adds `value` to the weight tensor `target`."""
+    """One compensation change, replayed by spa.masked: `kind` "bias" adds `value` to the
+    bias of the node whose first output is tensor `target` (node names may be empty),
+    "variance" multiplies that BatchNorm's running variance, "weight" adds `value` to the
+    weight tensor `target`."""
 
     kind: str
     target: str
@@ -110,7 +111,7 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         if node.op == "Gemm":
             shift = shift / float(node.attrs.get("beta", 1.0))
         if np.any(shift) and apply_shift(ctx, node, shift, keep):
-            updates.append(Update("bias", node.name, shift))
+            updates.append(Update("bias", node.outputs[0].name, shift))
         if delta is not None and np.any(delta):
             stored = add_weight(ctx, t, node, delta)
             updates.append(Update("weight", name, stored))
@@ -118,7 +119,7 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         if bn is not None and node.op == "Conv":
             factor = kept_variance(w, w if delta is None else w + delta, idx, var if delta is None else cov)
             if np.any(factor != 1) and apply_shift(ctx, bn, factor):
-                updates.append(Update("variance", bn.name, factor))
+                updates.append(Update("variance", bn.outputs[0].name, factor))
     return tuple(updates)
 
 

@@ -79,7 +79,10 @@ def _evaluate(nodes, shapes, opset):
     protos = []
     for n in nodes:
         if n.op in ("Shape", "Size"):
-            dims = np.array(shapes[n.inputs[0].name], dtype=np.int64)
+            dims = shapes.get(n.inputs[0].name)
+            if dims is None or not all(isinstance(d, int) for d in dims):
+                return None  # not known at these input sizes
+            dims = np.array(dims, dtype=np.int64)
             if n.op == "Size":
                 value = np.array(np.prod(dims), dtype=np.int64)
             else:
@@ -125,8 +128,9 @@ def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
         return 0
     a = _evaluate(nodes, shapes, opset)
     bs = [_evaluate(nodes, other, opset) for other in others] if a is not None else []
-    if a is None or any(b is None for b in bs):
+    if a is None or bs[:1] == [None]:
         return 0
+    bs = [b for b in bs if b is not None]  # the second probe only where it evaluates
     outputs = {t.name for t in graph.outputs}
     tensors = graph.tensors()
     changed, made = 0, {}

@@ -211,7 +211,7 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
             value[...] = value.astype(np.float64) + delta
     for name, value in values.items():
         write_const(ctx, ctx.tensors[name], value)
-    nodes = {n.name: n for n in model.graph.nodes}
+    nodes = {n.outputs[0].name: n for n in model.graph.nodes if n.outputs}
     for kind, name, value in updates:
         if kind != "weight":
             apply_shift(ctx, nodes[name], np.asarray(value))

@@ -160,6 +160,11 @@ def _compare(pruned, masked, original):
 
 def measure(job, ratio, seed=0, criterion="l2"):
     """Prune one model; the report row (raises only on a bug in this tool)."""
+    with tempfile.TemporaryDirectory(prefix="spa-cov-") as tmp:
+        return _measure(job, ratio, seed, criterion, tmp)
+
+
+def _measure(job, ratio, seed, criterion, tmp):
     import numpy as np
     import onnx
 
@@ -176,7 +181,6 @@ def measure(job, ratio, seed=0, criterion="l2"):
     row["input_shapes"] = {k: list(v) for k, v in shapes.items()}
     weight_bytes = sum(t.ByteSize() for t in model.graph.initializer) + \
         sum(n.ByteSize() for n in model.graph.node if n.op_type == "Constant")
-    tmp = tempfile.mkdtemp(prefix="spa-cov-")
     src, output = model, None
     if weight_bytes > PROTO_LIMIT:  # past protobuf's 2 GB: files with external data
         src = os.path.join(tmp, "model.onnx")
