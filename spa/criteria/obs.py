@@ -86,8 +86,8 @@ def obs_cost(members, channels):
 
 @register("obspa")
 def obspa(members, channels, rng):
-    """OBS cost over the consumers whose input statistics spa.moments derived; L2
-    magnitude of every member where it derived none."""
+    """OBS cost over the consumers whose input statistics are known (spa.moments, or the
+    synthetic probe of spa.probe); L2 magnitude of every member where none are."""
     ins = [m for m in members if m.role == "in" and m.var is not None]
     return obs_cost(ins, channels)[None] if ins else l2(members, channels, rng)
 
