@@ -82,7 +82,7 @@ def layers(cg):
     return out
 
 
-def _fixed_batch(proto) -> int | None:
+def fixed_batch(proto) -> int | None:
     """The batch size every graph input fixes on axis 0, or None."""
     inits = {t.name for t in proto.graph.initializer}
     dims = {vi.type.tensor_type.shape.dim[0].dim_value if vi.type.tensor_type.shape.dim else 0
@@ -157,7 +157,7 @@ class Measured(ChannelStats):
             gm = _grad_model(found, m.opset)
             gsess = session(gm) if gm is not None else None
         sums, self._xg, self._cross = {}, {}, {}
-        fixed = _fixed_batch(m.proto)
+        fixed = fixed_batch(m.proto)
         step = fixed or CHUNK
         n = len(next(iter(feeds.values())))
         if fixed and n >= fixed:  # whole batches only

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .calib import Measured, layers
+from .calib import Measured, fixed_batch, layers
 from .errors import UsageError
 from .moments import ChannelStats
 
@@ -39,6 +39,9 @@ def synthetic_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0) -> dic
         return None
     positions = max(int(np.prod([shapes[vi.name][a] for a in layouts[vi.name][1][1]] or [1])) for vi in inputs)
     n = int(np.clip(POSITIONS // positions, MIN_SAMPLES, MAX_SAMPLES))
+    batch = fixed_batch(proto)
+    if batch:  # whole batches of a model that fixes its batch size
+        n = max(batch, n - n % batch)
     rng = np.random.default_rng(seed)
     out = {}
     for vi in inputs:

@@ -51,6 +51,12 @@ def test_channels_last_and_plain_vectors():
     assert abs(np.corrcoef(feeds["vec"][:, 0], feeds["vec"][:, 1])[0, 1]) < 0.5
 
 
+def test_a_fixed_batch_gets_whole_batches():
+    proto = _proto(("x", TensorProto.FLOAT, [12, 3, 224, 224]))
+    x = synthetic_inputs(proto, {"x": (12, 3, 224, 224)})["x"]
+    assert len(x) == 12
+
+
 def test_integer_inputs_get_no_probe():
     proto = _proto(("ids", TensorProto.INT64, ["N", 16]), ("x", TensorProto.FLOAT, ["N", 16]))
     assert synthetic_inputs(proto, {"ids": (1, 16), "x": (1, 16)}) is None
