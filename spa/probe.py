@@ -21,8 +21,8 @@ from .moments import ChannelStats
 
 ALPHA = 3.0  # spectral slope of the fields
 SHARED = 0.9  # share of each channel's variance carried by the field all channels share
-POSITIONS = 2 ** 18  # samples x spatial positions drawn at most
-MIN_SAMPLES, MAX_SAMPLES = 8, 256
+POSITIONS = 2 ** 18  # samples x spatial positions aimed at
+MIN_SAMPLES, MAX_SAMPLES = 8, 256  # fewer than 8 only where 8 would pass 2^20 positions (large images)
 
 
 def synthetic_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0) -> dict | None:
@@ -38,7 +38,9 @@ def synthetic_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0) -> dic
     if not inputs:
         return None
     positions = max(int(np.prod([shapes[vi.name][a] for a in layouts[vi.name][1][1]] or [1])) for vi in inputs)
-    n = int(np.clip(POSITIONS // positions, MIN_SAMPLES, MAX_SAMPLES))
+    n = int(np.clip(POSITIONS // positions, 1, MAX_SAMPLES))
+    if n < MIN_SAMPLES:
+        n = max(n, min(MIN_SAMPLES, 4 * POSITIONS // positions))
     batch = fixed_batch(proto)
     if batch:  # whole batches of a model that fixes its batch size
         n = max(batch, n - n % batch)
