@@ -250,7 +250,8 @@ def _bumped_shapes(proto, graph, concrete, where) -> tuple:
             fixed = [d.HasField("dim_value") and d.dim_value > 0 for d in dims]
             v = concrete[vi.name]
             plus_one[vi.name] = tuple(x if f else x + 1 for f, x in zip(fixed, v))
-            plus_many[vi.name] = tuple(x if f else x + (1 if k == 0 else BUMP) for k, (f, x) in enumerate(zip(fixed, v)))
+            plus_many[vi.name] = tuple(x if f else x + (1 if k == 0 else BUMP)
+                                       for k, (f, x) in enumerate(zip(fixed, v)))
     if plus_one == concrete:
         return [], None
     out = [_shapes_at(proto, graph, plus_one, where)]

@@ -1,13 +1,13 @@
 """Synthetic inputs for OBSPA where the model carries no statistics.
 
-A network without BatchNorm or LayerNorm in front of a layer (BatchNorm folded into the
-convolutions by the exporter, attention outputs) gives OBSPA nothing to anchor that
-layer's input moments to. There, OBSPA measures them on synthetic inputs drawn from a
-generic prior instead of data: zero-mean, unit-variance Gaussian random fields whose
-power falls as 1/f^ALPHA over the spatial axes (natural images and handwriting fall as
-1/f^2 to 1/f^4), one field shared by most of the channel variance (colour channels move
-together). Inputs without spatial axes get white Gaussian noise; integer inputs (token
-ids) get no probe. The prior assumes inputs normalised to zero mean and unit variance.
+A network without BatchNorm or LayerNorm in front of most layers (BatchNorm folded into
+the convolutions by the exporter) gives OBSPA nothing to anchor their input moments to.
+There, OBSPA measures them on synthetic inputs drawn from a generic prior instead of
+data: zero-mean, unit-variance Gaussian random fields whose power falls as 1/f^ALPHA over
+the spatial axes (natural images and handwriting fall as 1/f^2 to 1/f^4), one field
+shared by most of the channel variance (colour channels move together). Inputs without
+spatial axes get white Gaussian noise; integer inputs (token ids) get no probe. The prior
+assumes inputs normalised to zero mean and unit variance.
 """
 
 from __future__ import annotations
