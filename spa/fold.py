@@ -128,7 +128,7 @@ def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
         return 0
     a = _evaluate(nodes, shapes, opset)
     bs = [_evaluate(nodes, other, opset) for other in others] if a is not None else []
-    if a is None or bs[:1] == [None]:
+    if a is None or (bs and bs[0] is None):  # the +1 probe is required
         return 0
     bs = [b for b in bs if b is not None]  # the second probe only where it evaluates
     outputs = {t.name for t in graph.outputs}
