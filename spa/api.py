@@ -21,7 +21,7 @@ from .importance import REDUCTIONS, score, statistics
 from .moments import Moments
 from .load import load, parse_input_shapes
 from .macs import param_count, total_macs
-from .plan import NORMALIZE, global_plan, local_plan
+from .plan import MAX_RATIO, NORMALIZE, global_plan, local_plan
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rewrite import apply, keep_map, removed_elements
 from .rules import rule_for
@@ -167,7 +167,7 @@ class _Clock:
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
-          normalize="mean") -> PruneResult:
+          normalize="mean", max_ratio=MAX_RATIO) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -181,6 +181,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
         reduce: how member scores combine: mean, sum, max or first.
         normalize: what each group's scores are divided by before global ranking
             (target_macs, global_ranking): "mean" (default), "max" or "none".
+        max_ratio: the largest share of one group's channels that target_macs or
+            global_ranking may remove (default 0.8).
         round_to: keep channel counts at multiples of this many elements; "auto" (the
             default): per group the nearest multiple of 8, else 4, 2, 1, within half the asked removal.
         exclude: glob patterns of node or tensor names whose groups are protected.
@@ -204,6 +206,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     """
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds)
+    if not 0 < max_ratio <= 1:
+        raise UsageError(f"--max-ratio must be above 0 and at most 1, got {max_ratio}")
     if normalize not in NORMALIZE:
         raise UsageError(f"unknown normalisation {normalize!r}; choose from {', '.join(NORMALIZE)}")
     if calib is None and getattr(get_criterion(criterion), "needs_calib", False):
@@ -243,7 +247,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", r
     if local:
         plan = local_plan(groups + head_dims, scores, ratio, round_to, kinds)
     else:
-        plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs, normalize=normalize)
+        plan = global_plan(cg, groups, scores, round_to, ratio=ratio, target_macs=target_macs, normalize=normalize,
+                           max_ratio=max_ratio)
     if not plan:
         raise NothingToPrune(f"{m.path or '<model>'}: the settings remove no channel")
     main_plan = {gid: ch for gid, ch in plan.items() if gid < len(groups)}

@@ -12,7 +12,7 @@ from . import api, report
 from .criteria import CRITERIA
 from .errors import INTERNAL_EXIT_CODE, SpaError
 from .importance import REDUCTIONS
-from .plan import NORMALIZE
+from .plan import MAX_RATIO, NORMALIZE
 
 
 def _run(fn):
@@ -94,6 +94,8 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
 @click.option("--normalize", default="mean", show_default=True, type=click.Choice(NORMALIZE),
               help="What each group's scores are divided by before ranking across groups.")
+@click.option("--max-ratio", default=MAX_RATIO, show_default=True, type=float,
+              help="Largest share of one group's channels that --target-macs or --global may remove.")
 @click.option("--round-to", default="auto", show_default=True, type=_RoundTo(),
               help="Keep channel counts multiples of N; auto: per group the nearest multiple of 8, "
                    "else 4, 2, 1, within half the asked removal.")
@@ -104,13 +106,14 @@ def analyze(model, input_shapes, exclude, as_json):
 @_common
 @_run
 def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, reduce, global_ranking,
-          normalize, round_to, seed, force, external_data, input_shapes, exclude, as_json):
+          normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     result = api.prune(model, output or api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                        kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
-                       external_data=external_data or None, calib=calib, normalize=normalize)
+                       external_data=external_data or None, calib=calib, normalize=normalize,
+                       max_ratio=max_ratio)
     click.echo(report.to_json(result.to_dict()) if as_json else report.prune_text(result))
 
 

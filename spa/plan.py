@@ -3,7 +3,8 @@
 Local: every prunable group loses `ratio` of its channels. Global: channels are
 ranked across groups by score normalised by the group mean (or max, or not at all),
 and removed lowest first until `ratio` of all channels, or `target_macs` of the MACs,
-are gone.
+are gone; no group loses more than `max_ratio` of its channels (a criterion that
+finds a layer nearly idle would otherwise empty it).
 Channel counts stay multiples of `round_to` (counted in elements: a head of 64 is
 already a multiple of 8); no group is ever emptied. `round_to="auto"` (the default) keeps,
 per group, the multiple of 8, 4, 2 or 1 elements (the coarsest that fits) nearest the
@@ -61,9 +62,10 @@ def keep_count(n, ratio, round_to):
     return min(n, max(kept, round_to))
 
 
-def chunks(order, n, round_to):
-    """Removal steps for one group: lowest channels first, each step ending on a multiple."""
-    floor = round_to if n > round_to else n
+def chunks(order, n, round_to, max_ratio=1.0):
+    """Removal steps for one group: lowest channels first, each step ending on a multiple,
+    removing at most `max_ratio` of the n channels in all."""
+    floor = max(round_to if n > round_to else n, n - math.floor(max_ratio * n + 1e-9))
     steps, removed = [], 0
     first = n % round_to or round_to
     size = first
@@ -141,14 +143,18 @@ def normalised(sc, how="mean"):
     return sc / (scale or 1.0)
 
 
-def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean") -> dict:
+MAX_RATIO = 0.8  # default share of one group's channels a global plan may remove
+
+
+def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean",
+                max_ratio=MAX_RATIO) -> dict:
     """Remove the lowest normalised chunks across groups until the goal is met."""
     by_id = {gr.id: gr for gr in groups}
     heap, steps = [], {}
     for gid, sc in scores.items():
         norm = normalised(sc, normalize)
         order = np.argsort(norm, kind="stable")
-        steps[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to))
+        steps[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to), max_ratio)
         if steps[gid]:
             heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
     total = sum(len(sc) for sc in scores.values())

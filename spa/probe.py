@@ -5,9 +5,12 @@ the convolutions by the exporter) gives OBSPA nothing to anchor their input mome
 There, OBSPA measures them on synthetic inputs drawn from a generic prior instead of
 data: zero-mean, unit-variance Gaussian random fields whose power falls as 1/f^ALPHA over
 the spatial axes (natural images and handwriting fall as 1/f^2 to 1/f^4), one field
-shared by most of the channel variance (colour channels move together). Inputs without
-spatial axes get white Gaussian noise; integer inputs (token ids) get no probe. The prior
-assumes inputs normalised to zero mean and unit variance.
+shared by most of the channel variance (colour channels move together). Half the samples
+keep only the field's excursions above one standard deviation (rectified, standardised
+again): sparse shapes on a flat background, as strokes, edges and objects are, where a
+Gaussian field has no background at all. Inputs without spatial axes get white Gaussian
+noise, rectified the same way in half the samples; integer inputs (token ids) get no
+probe. The prior assumes inputs normalised to zero mean and unit variance.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .moments import ChannelStats
 
 ALPHA = 3.0  # spectral slope of the fields
 SHARED = 0.9  # share of each channel's variance carried by the field all channels share
+EXCURSION = 1.0  # the sparse half of the samples keeps the field above this many standard deviations
 POSITIONS = 2 ** 18  # samples x spatial positions aimed at
 MIN_SAMPLES, MAX_SAMPLES = 8, 256  # fewer than 8 only where 8 would pass 2^20 positions (large images)
 
@@ -65,13 +69,21 @@ def _layout(shape):
 
 
 def field(shape, channel, spatial, rng) -> np.ndarray:
-    """Gaussian fields with power ~ 1/f^ALPHA over `spatial`, standardised per sample."""
+    """Gaussian fields with power ~ 1/f^ALPHA over `spatial`, standardised per sample; the
+    last half of the samples (none of a single one) rectified above EXCURSION."""
     shared = list(shape)
     if channel is not None:
         shared[channel] = 1
     z = np.sqrt(SHARED) * _coloured(tuple(shared), spatial, rng) + np.sqrt(1 - SHARED) * _coloured(shape, spatial, rng)
-    axes = tuple(range(1, len(shape)))
-    z -= z.mean(axis=axes, keepdims=True)
+    z = _standard(z)
+    half = (shape[0] + 1) // 2
+    z[half:] = _standard(np.maximum(z[half:] - EXCURSION, 0.0))
+    return z
+
+
+def _standard(z):
+    axes = tuple(range(1, z.ndim))
+    z = z - z.mean(axis=axes, keepdims=True)
     return z / np.maximum(z.std(axis=axes, keepdims=True), 1e-12)
 
 

@@ -75,7 +75,8 @@ def test_bad_input_gives_one_line_error(tmp_path, model_path, command):
 
 @pytest.mark.parametrize("args", [["--ratio", "1.5"], ["--ratio", "0"], ["--ratio", "-0.1"], [],
                                   ["--ratio", "0.3", "--target-macs", "0.3"], ["--ratio", "0.3", "--round-to", "0"],
-                                  ["--ratio", "0.3", "--input-shape", "nope:1,2"]])
+                                  ["--ratio", "0.3", "--input-shape", "nope:1,2"],
+                                  ["--target-macs", "0.3", "--max-ratio", "0"]])
 def test_bad_arguments_exit_2_and_write_nothing(model_path, args):
     res = invoke("prune", model_path, *args)
     assert res.exit_code == 2, res.output

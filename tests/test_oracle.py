@@ -75,6 +75,17 @@ def test_global_ranking_differs_from_local():
     assert removed >= 0.3 * total
 
 
+@pytest.mark.parametrize("max_ratio", [0.5, 0.8])
+def test_global_plans_remove_at_most_max_ratio_of_a_group(max_ratio):
+    model = ALL["resnet"]()
+    result = spa.prune(model, ratio=0.75, global_ranking=True, round_to=1, max_ratio=max_ratio)
+    assert result.changes and all(c.before - c.after <= max_ratio * c.before for c in result.changes)
+    assert max((c.before - c.after) / c.before for c in result.changes) > 0.4
+    assert_oracle(model, result)
+    uncapped = spa.prune(model, ratio=0.75, global_ranking=True, round_to=1, max_ratio=1.0)
+    assert max((c.before - c.after) / c.before for c in uncapped.changes) > max_ratio
+
+
 def test_analyze_names_every_group_and_reasons():
     an = spa.analyze(ALL["fpn"]())
     assert [g.id for g in an.groups] == list(range(len(an.groups)))

@@ -30,13 +30,18 @@ def _slope(x, axes):
     return np.polyfit(np.log(f[keep]), np.log(p[keep]), 1)[0]
 
 
-def test_images_get_standardised_smooth_fields_with_correlated_channels():
+def test_images_get_standardised_smooth_fields_and_sparse_excursions_with_correlated_channels():
     proto = _proto(("x", TensorProto.FLOAT, ["N", 3, 32, 32]))
     x = synthetic_inputs(proto, {"x": (1, 3, 32, 32)})["x"]
     assert x.dtype == np.float32 and x.shape[1:] == (3, 32, 32) and 8 <= len(x) <= 256
     np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-4)
-    assert abs(_slope(x, (2, 3)) + ALPHA) < 0.5
+    half = (len(x) + 1) // 2
+    assert abs(_slope(x[:half], (2, 3)) + ALPHA) < 0.5
+    sparse = x[half:]  # excursions of the field: a flat background under most positions
+    background = (sparse == sparse.min(axis=(1, 2, 3), keepdims=True)).mean(axis=(1, 2, 3))
+    assert 0.6 < background.min() and background.max() < 0.98
+    assert (np.abs(x[:half]) > 0).mean() > 0.99
     r = np.corrcoef(x[:, 0].ravel(), x[:, 1].ravel())[0, 1]
     assert 0.7 < r < 0.99
     again = synthetic_inputs(proto, {"x": (1, 3, 32, 32)})["x"]
