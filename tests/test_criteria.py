@@ -52,7 +52,7 @@ def test_compensated_prune_matches_masked_original_with_its_bias_updates(name):
 
 def test_without_statistics_obspa_probes_synthetic_inputs():
     # The bundled CNN was exported with BatchNorm folded: no layer input is anchored, so
-    # OBSPA measures its statistics on synthetic smooth fields (spa.probe), no data.
+    # OBSPA measures its statistics on synthetic inputs (spa.probe), no data.
     data = np.load(os.path.join(ROOT, "models", "mnist_sample.npz"))
     model = onnx.load(os.path.join(ROOT, "models", "mnist_cnn.onnx"))
     feeds = {"input": data["input"]}
