@@ -164,7 +164,7 @@ class _Clock:
         self.t = time.perf_counter()
 
 
-def prune(model, output=None, *, ratio=None, target_macs=None, criterion="l2", reduce="mean",
+def prune(model, output=None, *, ratio=None, target_macs=None, criterion="obspa", reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
           normalize="mean", max_ratio=MAX_RATIO) -> PruneResult:

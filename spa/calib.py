@@ -10,6 +10,7 @@ criteria need at every Conv, Gemm and MatMul that reads a weight:
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -115,12 +116,17 @@ def _grad_model(layers, opset):
 
 
 def _beside_data(proto, m, tmp):
-    """A path to `proto` in folder `tmp`, with links to the model's external data files at
-    the same relative places (onnxruntime reads external data relative to the model)."""
+    """A path to `proto` in folder `tmp`, with the model's external data files at the same
+    relative places (onnxruntime reads external data relative to the model): hard links,
+    or copies across file systems. Not symbolic links: onnxruntime 1.31 resolves them and
+    refuses data outside the model's folder."""
     for path in m.store.paths:
-        rel = os.path.relpath(path, m.store.base)
-        os.makedirs(os.path.dirname(os.path.join(tmp, rel)) or tmp, exist_ok=True)
-        os.symlink(os.path.abspath(path), os.path.join(tmp, rel))
+        dest = os.path.join(tmp, os.path.relpath(path, m.store.base))
+        os.makedirs(os.path.dirname(dest) or tmp, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copyfile(path, dest)
     out = os.path.join(tmp, "model.onnx")
     onnx.save(proto, out)
     return out
@@ -150,7 +156,11 @@ class Measured(ChannelStats):
         have = {o.name for o in proto.graph.output}
         proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(want - have))
         with tempfile.TemporaryDirectory(prefix="spa-calib-") as tmp:
-            sess = session(_beside_data(proto, m, tmp) if m.external else proto)
+            try:
+                sess = session(_beside_data(proto, m, tmp) if m.external else proto)
+            except Exception as exc:  # onnxruntime errors have no common base class
+                raise UsageError(f"--calib: onnxruntime cannot load the model with its layer inputs as outputs "
+                                 f"({str(exc).splitlines()[0][:160]})") from None
         names = [o.name for o in sess.get_outputs()]
         gsess = None
         if grads:

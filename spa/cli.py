@@ -85,7 +85,7 @@ def analyze(model, input_shapes, exclude, as_json):
               help="Ratio for head_dim slices shared by every head of an attention block.")
 @click.option("--mlp", type=float, help="Ratio for plain channel groups: conv channels, MLP width.")
 @click.option("--hidden", type=float, help="Ratio for groups that pass a norm (transformer hidden size).")
-@click.option("--criterion", default="l2", show_default=True, type=click.Choice(sorted(CRITERIA)),
+@click.option("--criterion", default="obspa", show_default=True, type=click.Choice(sorted(CRITERIA)),
               help="taylor, hessian and obs need --calib.")
 @click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
                                                  "of <input>.npy files; samples on axis 0.")

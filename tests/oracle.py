@@ -17,7 +17,7 @@ def feeds_for(model, batch=2, seed=1):
 def assert_oracle(model, result, rtol=1e-4, atol=1e-5):
     """Pruned outputs equal the masked original's, and differ from the unmasked original's."""
     feeds = feeds_for(model)
-    masked = run(spa.masked(model, result.sinks), feeds)
+    masked = run(spa.masked(model, result.sinks, result.updates), feeds)
     pruned = run(result.model, feeds)
     original = run(model, feeds)
     changed = False

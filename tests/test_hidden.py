@@ -62,7 +62,7 @@ def test_hidden_pruning_equals_the_model_built_without_those_channels(decomposed
     model = build(ws, decomposed)
     hidden = [g for g in spa.analyze(model).groups if g.kind == "hidden"]
     assert len(hidden) == 1 and hidden[0].channels == H and hidden[0].prunable
-    result = spa.prune(model, kinds={"hidden": 0.5})
+    result = spa.prune(model, kinds={"hidden": 0.5}, criterion="l2")
     assert not result.exact
     removed = next(idx for name, axis, idx in result.sinks if name == "W1")
     keep = np.setdiff1d(np.arange(H), removed)
@@ -77,7 +77,7 @@ def test_hidden_pruning_equals_the_model_built_without_those_channels(decomposed
 
 def test_mlp_only_pruning_is_exact_and_leaves_hidden_alone():
     model = build(weights())
-    result = spa.prune(model, kinds={"mlp": 0.5}, round_to=1)
+    result = spa.prune(model, kinds={"mlp": 0.5}, round_to=1, criterion="l2")
     assert result.exact
     pruned = {t.name: t for t in result.model.graph.initializer}
     assert list(pruned["W1"].dims) == [H, I // 2] and list(pruned["We"].dims) == [F, H]

@@ -132,7 +132,7 @@ def test_global_ranking_removes_the_lowest_normalised_scores(normalize):
     cg = build(load(model))
     groups = find_groups(cg)
     scores = score(cg, groups, "l2")
-    result = spa.prune(model, ratio=0.3, global_ranking=True, round_to=1, normalize=normalize)
+    result = spa.prune(model, ratio=0.3, global_ranking=True, round_to=1, normalize=normalize, criterion="l2")
     after = {c.id: c.after for c in result.changes}
     removed, kept = [], []
     for gid, sc in scores.items():

@@ -52,12 +52,12 @@ class Case:
     @functools.cached_property
     def pruned(self):
         """spa.prune at ratio 0.3."""
-        return spa.prune(self.model, ratio=0.3, input_shapes=self.shapes)
+        return spa.prune(self.model, ratio=0.3, input_shapes=self.shapes, criterion="l2")
 
     @functools.cached_property
     def pruned_kinds(self):
         """spa.prune with KINDS: heads, head_dim and mlp groups only, so the oracle applies."""
-        return spa.prune(self.model, kinds=KINDS, input_shapes=self.shapes)
+        return spa.prune(self.model, kinds=KINDS, input_shapes=self.shapes, criterion="l2")
 
     @functools.cached_property
     def masked(self):

@@ -77,7 +77,7 @@ def test_external_output_equals_in_memory_pruning(mlp, tmp_path):
     got = run(out, x)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
-    masked = run(spa.masked(onnx.load(mlp), result.sinks), x)
+    masked = run(spa.masked(onnx.load(mlp), result.sinks, result.updates), x)
     for name in want:
         np.testing.assert_allclose(got[name], masked[name], rtol=1e-4, atol=1e-4)
 

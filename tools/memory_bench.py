@@ -94,13 +94,13 @@ def peak_rss() -> int:
     return 0
 
 
-def child(mode, model, out, ratio):
+def child(mode, model, out, ratio, criterion):
     """Run one stage in this process and print JSON with its peak RSS (VmHWM)."""
     t = time.perf_counter()
     if mode == "prune":
         import spa
 
-        result = spa.prune(model, out, ratio=ratio, verify=False, force=True, external_data=True)
+        result = spa.prune(model, out, ratio=ratio, criterion=criterion, verify=False, force=True, external_data=True)
         info = {"timings": result.timings, "macs_reduction": result.macs_reduction,
                 "before": result.before.file_size, "after": result.after.file_size}
     elif mode == "verify":
@@ -135,13 +135,14 @@ def main():
     ap.add_argument("--hidden", type=int, default=4096)
     ap.add_argument("--inter", type=int, default=11008)
     ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--criterion", default="l2", help="SPA criterion (default l2)")
     ap.add_argument("--dir", default=None, help="work folder (default: a new temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the model files")
     ap.add_argument("--skip-cli", action="store_true", help="skip the full `spa prune` run")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "MODEL", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(*args.child, args.ratio)
+        return child(*args.child, args.ratio, args.criterion)
     folder = args.dir or tempfile.mkdtemp(prefix="spa-bench-")
     os.makedirs(folder, exist_ok=True)
     try:
@@ -150,7 +151,7 @@ def main():
         size = os.path.getsize(model) + os.path.getsize(model + ".data")
         print(f"model: {model} + .data, {size / 1e9:.2f} GB, built in {time.perf_counter() - t:.1f} s")
         out = os.path.join(folder, "llama_mlp.pruned.onnx")
-        me = [sys.executable, os.path.abspath(__file__), "--ratio", str(args.ratio), "--child"]
+        me = [sys.executable, os.path.abspath(__file__), "--ratio", str(args.ratio), "--criterion", args.criterion, "--child"]
         cp1 = cp_time(model, folder)
         wall, rss, info = measure(me + ["prune", model, out])
         cp2 = cp_time(model, folder)
@@ -171,7 +172,8 @@ def main():
         if not args.skip_cli:
             spa_bin = os.path.join(os.path.dirname(sys.executable), "spa")
             t = time.perf_counter()
-            proc = subprocess.Popen([spa_bin, "prune", model, out, "--ratio", str(args.ratio), "--force", "--external-data"],
+            proc = subprocess.Popen([spa_bin, "prune", model, out, "--ratio", str(args.ratio), "--criterion", args.criterion,
+                                     "--force", "--external-data"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, status, usage = os.wait4(proc.pid, 0)
             cli_wall = time.perf_counter() - t

@@ -45,7 +45,7 @@ def main():
         for ratio in ratios:
             for rt in rounds:
                 out = os.path.join(work, f"{name}.r{ratio}.rt{rt}.onnx")
-                res = spa.prune(src, out, ratio=ratio, round_to=rt, force=True)
+                res = spa.prune(src, out, ratio=ratio, round_to=rt, criterion="l2", force=True)
                 variants.append((ratio, rt, out, res.after.macs / res.before.macs))
         print(f"timing {len(variants)} variants of {name} ...", file=sys.stderr, flush=True)
         r = bench([v[2] for v in variants], settings)

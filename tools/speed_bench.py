@@ -86,7 +86,7 @@ def variants(name, work, ratios, round_to, seq):
         path = os.path.join(work, f"{name}.spa{ratio}.onnx")
         t = time.perf_counter()
         try:
-            res = spa.prune(orig, path, ratio=ratio, round_to=round_to, force=True)
+            res = spa.prune(orig, path, ratio=ratio, round_to=round_to, criterion="l2", force=True)
             out.append(("SPA", ratio, path, spa_note(res)))
         except NothingToPrune as exc:
             out.append(("SPA", ratio, None, f"nothing pruned: {exc}"))

@@ -25,6 +25,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?", default=default_model())
     ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--criterion", default="l2", help="SPA criterion (default l2)")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -32,12 +33,12 @@ def main():
         walls, stages = [], []
         for _ in range(args.repeat):
             t = time.perf_counter()
-            r = spa.prune(args.model, out, ratio=args.ratio, force=True)
+            r = spa.prune(args.model, out, ratio=args.ratio, criterion=args.criterion, force=True)
             walls.append(time.perf_counter() - t)
             stages.append(r.timings)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "spa.cli", "prune", args.model, out, "--ratio", str(args.ratio),
-                        "--force"], check=True, stdout=subprocess.DEVNULL)
+                        "--criterion", args.criterion, "--force"], check=True, stdout=subprocess.DEVNULL)
         cli = time.perf_counter() - t
     print(f"model: {args.model}")
     print(f"MACs reduction {r.macs_reduction:.1%}, params reduction {r.params_reduction:.1%}")

@@ -175,7 +175,7 @@ def check_oracle(model, ratio=0.3, rtol=1e-4, atol=1e-5, **prune_kwargs):
     assert result.changes, "nothing was pruned"
     x = feeds(model)
     pruned = run(result.model, x)
-    masked = run(spa.masked(model, result.sinks), x)
+    masked = run(spa.masked(model, result.sinks, result.updates), x)
     original = run(model, x)
     changed = False
     for name, want in masked.items():
