@@ -100,6 +100,17 @@ def _check_args(ratio, target_macs, round_to, reduce, kinds):
         raise UsageError(f"unknown reduction {reduce!r}; choose from {', '.join(REDUCTIONS)}")
 
 
+OBSPA_MAX_BYTES = 2 ** 31  # weight data up to which the default criterion is obspa
+
+
+def default_criterion(m) -> str:
+    """"obspa", or "l2" above OBSPA_MAX_BYTES of weights: obspa holds every weight in
+    memory and may run the model on synthetic inputs, l2 streams the weights (on the 3.25 GB
+    model of tools/memory_bench.py: 8.4 GB peak RSS and 91 s against 0.9 GB and 8 s)."""
+    size = m.store.data_bytes if m.store else m.proto.ByteSize()
+    return "obspa" if size <= OBSPA_MAX_BYTES else "l2"
+
+
 def default_output(path) -> str:
     root, _ = os.path.splitext(os.fspath(path))
     return root + ".pruned.onnx"
@@ -164,7 +175,7 @@ class _Clock:
         self.t = time.perf_counter()
 
 
-def prune(model, output=None, *, ratio=None, target_macs=None, criterion="obspa", reduce="mean",
+def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
           normalize="mean", max_ratio=MAX_RATIO) -> PruneResult:
@@ -177,7 +188,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="obspa"
             all of them with global_ranking.
         target_macs: instead of ratio, remove lowest-scored channels globally until MACs
             fall by this share.
-        criterion: importance criterion name (see spa.criteria.CRITERIA).
+        criterion: importance criterion name (see spa.criteria.CRITERIA); None: "obspa",
+            or "l2" for models with over 2 GB of weights (default_criterion).
         reduce: how member scores combine: mean, sum, max or first.
         normalize: what each group's scores are divided by before global ranking
             (target_macs, global_ranking): "mean" (default), "max" or "none".
@@ -210,7 +222,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="obspa"
         raise UsageError(f"--max-ratio must be above 0 and at most 1, got {max_ratio}")
     if normalize not in NORMALIZE:
         raise UsageError(f"unknown normalisation {normalize!r}; choose from {', '.join(NORMALIZE)}")
-    if calib is None and getattr(get_criterion(criterion), "needs_calib", False):
+    if calib is None and criterion is not None and getattr(get_criterion(criterion), "needs_calib", False):
         raise UsageError(f"criterion {criterion!r} needs calibration data: give --calib inputs.npz "
                          "(or a folder of <input>.npy files)")
     if kinds and global_ranking:
@@ -219,6 +231,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="obspa"
     clock = _Clock()
     m = load(model, _shapes(input_shapes))
     clock.lap("load")
+    criterion = criterion or default_criterion(m)
     external = _wants_external(m, external_data)
     if external and output is None:
         raise UsageError("writing external data needs an output path")
@@ -277,7 +290,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion="obspa"
                     for g in groups + head_dims if g.id in plan)
     exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
-                       sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact, updates)
+                       sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact, updates,
+                       criterion)
 
 
 def _sinks(parts) -> tuple:

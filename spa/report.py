@@ -37,7 +37,7 @@ def prune_text(r) -> str:
     where = r.output or "(not written)"
     checks = ("verified: checker, onnxruntime run, outputs unchanged, deterministic" if r.verdict.checker
               else "not verified")
-    return f"{out}\n\n{checks}\nwrote {where}"
+    return f"{out}\n\ncriterion: {r.criterion}\n{checks}\nwrote {where}"
 
 
 def analysis_text(an, verbose=False) -> str:

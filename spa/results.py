@@ -72,6 +72,7 @@ class PruneResult:
     model: object = field(default=None, repr=False, compare=False)  # the pruned onnx.ModelProto
     exact: bool = True  # every pruned group is equivalent to zeroing (no "hidden" group)
     updates: tuple = ()  # compensate.Update records: part of the oracle
+    criterion: str = ""  # the importance criterion used
 
     @property
     def macs_reduction(self):

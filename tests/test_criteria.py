@@ -201,3 +201,19 @@ def test_obspa_moves_removed_channels_onto_their_correlated_twins():
     assert err < 0.15 * err0
     masked = run(spa.masked(model, comp.sinks, comp.updates), feeds)["output"]
     np.testing.assert_allclose(run(comp.model, feeds)["output"], masked, rtol=1e-4, atol=1e-5)
+
+
+def test_default_criterion_is_obspa_and_l2_above_the_weight_limit(tmp_path, monkeypatch):
+    import spa.api
+
+    model = ALL["resnet"]()
+    default = spa.prune(model, ratio=0.3)
+    assert default.criterion == "obspa" and default.updates
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3"])
+    assert res.exit_code == 0 and "criterion: obspa" in res.output
+    monkeypatch.setattr(spa.api, "OBSPA_MAX_BYTES", 1000)  # this model holds more than 1 KB of weights
+    large = spa.prune(model, ratio=0.3)
+    assert large.criterion == "l2" and not large.updates
+    assert spa.prune(model, ratio=0.3, criterion="obspa").criterion == "obspa"

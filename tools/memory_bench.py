@@ -135,7 +135,7 @@ def main():
     ap.add_argument("--hidden", type=int, default=4096)
     ap.add_argument("--inter", type=int, default=11008)
     ap.add_argument("--ratio", type=float, default=0.3)
-    ap.add_argument("--criterion", default="l2", help="SPA criterion (default l2)")
+    ap.add_argument("--criterion", default=None, help="SPA criterion (default: SPA's, which is l2 over 2 GB of weights)")
     ap.add_argument("--dir", default=None, help="work folder (default: a new temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the model files")
     ap.add_argument("--skip-cli", action="store_true", help="skip the full `spa prune` run")
@@ -151,7 +151,8 @@ def main():
         size = os.path.getsize(model) + os.path.getsize(model + ".data")
         print(f"model: {model} + .data, {size / 1e9:.2f} GB, built in {time.perf_counter() - t:.1f} s")
         out = os.path.join(folder, "llama_mlp.pruned.onnx")
-        me = [sys.executable, os.path.abspath(__file__), "--ratio", str(args.ratio), "--criterion", args.criterion, "--child"]
+        pick = ["--criterion", args.criterion] if args.criterion else []
+        me = [sys.executable, os.path.abspath(__file__), "--ratio", str(args.ratio)] + pick + ["--child"]
         cp1 = cp_time(model, folder)
         wall, rss, info = measure(me + ["prune", model, out])
         cp2 = cp_time(model, folder)
@@ -172,9 +173,8 @@ def main():
         if not args.skip_cli:
             spa_bin = os.path.join(os.path.dirname(sys.executable), "spa")
             t = time.perf_counter()
-            proc = subprocess.Popen([spa_bin, "prune", model, out, "--ratio", str(args.ratio), "--criterion", args.criterion,
-                                     "--force", "--external-data"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cmd = [spa_bin, "prune", model, out, "--ratio", str(args.ratio), "--force", "--external-data"] + pick
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, status, usage = os.wait4(proc.pid, 0)
             cli_wall = time.perf_counter() - t
             proc.returncode = os.waitstatus_to_exitcode(status)
