@@ -188,8 +188,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             all of them with global_ranking.
         target_macs: instead of ratio, remove lowest-scored channels globally until MACs
             fall by this share.
-        criterion: importance criterion name (see spa.criteria.CRITERIA); None: "obspa",
-            or "l2" for models with over 2 GB of weights (default_criterion).
+        criterion: importance criterion name (see spa.criteria.CRITERIA); None: "obs" with
+            `calib`, else "obspa", or "l2" for models with over 2 GB of weights (default_criterion).
         reduce: how member scores combine: mean, sum, max or first.
         normalize: what each group's scores are divided by before global ranking
             (target_macs, global_ranking): "mean" (default), "max" or "none".
@@ -222,9 +222,15 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         raise UsageError(f"--max-ratio must be above 0 and at most 1, got {max_ratio}")
     if normalize not in NORMALIZE:
         raise UsageError(f"unknown normalisation {normalize!r}; choose from {', '.join(NORMALIZE)}")
-    if calib is None and criterion is not None and getattr(get_criterion(criterion), "needs_calib", False):
+    if calib is not None and criterion is None:
+        criterion = "obs"  # calibration data given: the criterion that uses it best (docs/accuracy.md)
+    needs_calib = criterion is not None and getattr(get_criterion(criterion), "needs_calib", False)
+    if calib is None and needs_calib:
         raise UsageError(f"criterion {criterion!r} needs calibration data: give --calib inputs.npz "
                          "(or a folder of <input>.npy files)")
+    if calib is not None and not needs_calib:
+        raise UsageError(f"criterion {criterion!r} reads no calibration data: drop --calib, or use obs, "
+                         "taylor or hessian")
     if kinds and global_ranking:
         raise UsageError("per-kind ratios (--heads, --head-dim, --mlp, --hidden) work with local ranking only")
     _check_output(model, output, force)

@@ -86,7 +86,7 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--mlp", type=float, help="Ratio for plain channel groups: conv channels, MLP width.")
 @click.option("--hidden", type=float, help="Ratio for groups that pass a norm (transformer hidden size).")
 @click.option("--criterion", type=click.Choice(sorted(CRITERIA)),
-              help="Default: obspa, or l2 for models with over 2 GB of weights. "
+              help="Default: obs with --calib, else obspa, or l2 for models with over 2 GB of weights. "
                    "taylor, hessian and obs need --calib.")
 @click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
                                                  "of <input>.npy files; samples on axis 0.")
