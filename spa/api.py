@@ -297,7 +297,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     exact = all(g.kind != "hidden" for g in groups if g.id in plan)
     return PruneResult(m.path or "<model>", output, before, after, changes,
                        sum(not g.prunable for g in groups), len(scores), verdict, clock.times, sinks, pruned, exact, updates,
-                       criterion)
+                       criterion, keep)
 
 
 def _sinks(parts) -> tuple:

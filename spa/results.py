@@ -73,6 +73,7 @@ class PruneResult:
     exact: bool = True  # every pruned group is equivalent to zeroing (no "hidden" group)
     updates: tuple = ()  # compensate.Update records: part of the oracle
     criterion: str = ""  # the importance criterion used
+    keep: dict = field(default_factory=dict, repr=False, compare=False)  # {(tensor, axis): kept indices}
 
     @property
     def macs_reduction(self):
@@ -83,7 +84,7 @@ class PruneResult:
         return 1 - self.after.params / self.before.params if self.before.params else 0.0
 
     def to_dict(self):
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates", "keep")}
         d = {k: asdict(v) if is_dataclass(v) else v for k, v in d.items()}
         d["changes"] = [asdict(c) for c in self.changes]
         d["macs_reduction"] = self.macs_reduction
