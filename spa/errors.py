@@ -32,3 +32,9 @@ class VerifyError(SpaError):
 
 
 INTERNAL_EXIT_CODE = 10
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), cut to `limit`."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]

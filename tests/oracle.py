@@ -3,7 +3,7 @@
 import numpy as np
 
 import spa
-from spa.verify import random_inputs, run
+from spa.runtime import random_inputs, run
 
 
 def feeds_for(model, batch=2, seed=1):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import spa
 from graphs import ALL, Builder
-from spa.bench import (BenchSettings, DeviceError, bench, bench_text, block_warnings, cpu_block_size, cpu_info,
+from spa.measure.bench import (BenchSettings, DeviceError, bench, bench_text, block_warnings, cpu_block_size, cpu_info,
                        input_specs, make_session)
 from spa.cli import main
 from spa.errors import ModelError, UsageError
@@ -210,6 +210,6 @@ def test_generated_inputs_are_seeded(pair):
     a = bench(pair[:1], BenchSettings(warmup=0, runs=1, memory=False, seed=3))
     assert a.settings.seed == 3
     sess = make_session(pair[0], BenchSettings())
-    from spa.bench import generate
+    from spa.runtime import random_feeds as generate
     x, y = generate(input_specs(sess, 2), 3), generate(input_specs(sess, 2), 3)
     assert np.array_equal(x["input"], y["input"])

@@ -11,11 +11,11 @@ from onnx import TensorProto, helper
 import spa
 from graphs import ALL
 from oracle import feeds_for
-from spa.calib import Measured
+from spa.score.calib import Measured
 from spa.cli import main
 from spa.graph import build
-from spa.load import load
-from spa.verify import run
+from spa.io import load
+from spa.runtime import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import spa
 from graphs import ALL
 from spa.cli import main
-from spa.compare import compare, compare_text, fidelity, load_inputs
+from spa.measure.compare import compare, compare_text, fidelity, load_inputs
 from spa.errors import UsageError
 
 

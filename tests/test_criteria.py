@@ -12,8 +12,8 @@ import spa
 from graphs import ALL
 from oracle import feeds_for
 from spa.cli import main
-from spa.criteria import CRITERIA
-from spa.verify import run
+from spa.score.criteria import CRITERIA
+from spa.runtime import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,8 +128,8 @@ def test_running_means_downstream_correct_the_propagated_means():
     # Moments takes the graph input as mean 0; the BatchNorm after conv_a measured its
     # real mean (here 0 by construction, so shift the input and its running mean alike).
     from spa.graph import build
-    from spa.load import load
-    from spa.moments import Moments
+    from spa.io import load
+    from spa.score.moments import Moments
     model, _ = _calibrated_two_layer()
     shift = np.linspace(-1, 1, 16)
     ma = next(t for t in model.graph.initializer if t.name == "ma")

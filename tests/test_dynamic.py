@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import spa
 from spa.errors import VerifyError
-from spa.verify import random_inputs, run, verify
+from spa.runtime import random_inputs, run
+from spa.verify import verify
 
 
 def ocr_like(frozen=False, seed=0):

@@ -13,7 +13,7 @@ import spa
 from graphs import ALL
 from spa.cli import main
 from spa.errors import ModelError, UsageError
-from spa.gate import Thresholds, gate, junit_xml, parse_size, read_config, thresholds
+from spa.measure.gate import Thresholds, gate, junit_xml, parse_size, read_config, thresholds
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import spa
-from spa.verify import run
+from spa.runtime import run
 
 F, H, I, C = 6, 16, 24, 5
 

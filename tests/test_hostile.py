@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-import spa.verify
+import spa.runtime
 from graphs import ALL
 from spa.cli import main
 
@@ -169,7 +169,7 @@ def test_huge_constant_of_shape(tmp_path, command):
 
 
 def test_loop_that_never_ends_is_stopped(tmp_path, monkeypatch):
-    monkeypatch.setattr(spa.verify, "RUN_TIMEOUT", 2.0)
+    monkeypatch.setattr(spa.runtime, "RUN_TIMEOUT", 2.0)
     body = helper.make_graph(
         [helper.make_node("Add", ["s_in", "one"], ["s_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])],
         "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),

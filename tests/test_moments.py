@@ -6,8 +6,8 @@ import onnx
 from onnx import TensorProto, helper as h, numpy_helper as nh
 
 from spa.graph import build
-from spa.load import load
-from spa.moments import Moments
+from spa.io import load
+from spa.score.moments import Moments
 
 
 def _model(nodes, inputs, outputs, init, opset=17):

@@ -108,8 +108,8 @@ def test_round_to_counts_elements_so_heads_still_prune():
 @pytest.mark.parametrize("n,ratio,kept", [(64, 0.3, 48), (96, 0.3, 64), (24, 0.5, 16), (16, 0.3, 12), (8, 0.3, 6),
                                           (3, 0.5, 2), (128, 0.3, 88)])
 def test_auto_round_keeps_nearest_coarse_multiple(n, ratio, kept):
-    from spa.groups import Group
-    from spa.plan import auto_keep
+    from spa.graph.groups import Group
+    from spa.edit.plan import auto_keep
 
     assert auto_keep(Group(0, n, {}), ratio) == kept
 
@@ -124,10 +124,10 @@ def test_default_round_to_is_auto_and_keeps_multiples_of_8_on_wide_groups():
 @pytest.mark.parametrize("normalize", ["mean", "max", "none"])
 def test_global_ranking_removes_the_lowest_normalised_scores(normalize):
     from spa.graph import build
-    from spa.groups import find_groups
-    from spa.importance import score
-    from spa.load import load
-    from spa.plan import normalised
+    from spa.graph.groups import find_groups
+    from spa.score.importance import score
+    from spa.io import load
+    from spa.edit.plan import normalised
     model = ALL["resnet"]()
     cg = build(load(model))
     groups = find_groups(cg)

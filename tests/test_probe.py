@@ -7,9 +7,9 @@ from onnx import TensorProto, helper
 
 from graphs import ALL
 from spa.graph import build
-from spa.load import load
-from spa.moments import Moments
-from spa.probe import ALPHA, Probed, synthetic_inputs, with_probe
+from spa.io import load
+from spa.score.moments import Moments
+from spa.score.probe import ALPHA, Probed, synthetic_inputs, with_probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,9 +20,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spa  # noqa: E402
 import zoo  # noqa: E402
-from spa.load import load as spa_load  # noqa: E402
+from spa.io import load as spa_load  # noqa: E402
 from spa.rules.base import Ctx  # noqa: E402
-from spa.verify import run  # noqa: E402
+from spa.runtime import run  # noqa: E402
 
 EXPORTS = list(zoo.exports())
 IDS = [f"{name}-{exporter}" for name, exporter, _, _ in EXPORTS]

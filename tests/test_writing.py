@@ -17,10 +17,10 @@ import spa
 import spa.api
 from graphs import ALL
 from spa.cli import main
-from spa.external import ExternalValues
-from spa.load import const_value, load
-from spa.save import Staged
-from spa.verify import random_inputs, run
+from spa.io.external import ExternalValues
+from spa.io import const_value, load
+from spa.io import Staged
+from spa.runtime import random_inputs, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -216,4 +216,4 @@ def test_same_bytes_across_processes(mlp, tmp_path, extra):
 def test_verify_false_is_reported(tmp_path):
     result = spa.prune(_save(tmp_path), ratio=0.3, verify=False)
     assert not result.verdict.checker
-    assert "not verified" in spa.report.prune_text(result)
+    assert "not verified" in spa.cli.text.prune_text(result)

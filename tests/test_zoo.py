@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 import spa
-from spa.verify import random_inputs, run
+from spa.runtime import random_inputs, run
 from zoo import ZOO, fill, manifest
 
 TORCHVISION = os.path.join(ZOO, "torchvision")

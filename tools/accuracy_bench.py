@@ -13,7 +13,7 @@ What it measures, all in one process:
   ~/.cache/spa/bench ($SPA_BENCH_CACHE), exported with both torch exporters: `ts`
   (`dynamo=False`, opset 17, `do_constant_folding=False`, which keeps BatchNormalization
   nodes) and `dynamo` (`dynamo=True`, opset 18). Each ONNX model is pruned by `spa.prune`
-  at every ratio with every criterion of `spa.criteria.CRITERIA` (taylor, hessian and obs
+  at every ratio with every criterion of `spa.score.criteria.CRITERIA` (taylor, hessian and obs
   calibrated on the first 256 training images; MobileNetV2 on 64 other crops of the photos,
   MiniLM on 64 sentences that are not scored), and with
   `target_macs=0.3`; the score is top-1 accuracy on the full 10k MNIST test set in
@@ -64,7 +64,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import spa  # noqa: E402
-import spa.criteria  # noqa: E402
+import spa.score.criteria  # noqa: E402
 from tools import bench_models as bm  # noqa: E402
 
 CACHE_VERSION = "v1"  # bump when a model definition or its training changes
@@ -138,10 +138,10 @@ def macs_of(model, input_shapes=None):
 
 # -- criteria ---------------------------------------------------------------------------------
 def registered_criteria():
-    """(usable names, {skipped name: why}) from spa.criteria.CRITERIA."""
+    """(usable names, {skipped name: why}) from spa.score.criteria.CRITERIA."""
     accepts_calib = "calib" in inspect.signature(spa.prune).parameters
     names, skipped = [], {}
-    for name, fn in spa.criteria.CRITERIA.items():
+    for name, fn in spa.score.criteria.CRITERIA.items():
         params = inspect.signature(fn).parameters
         needs = any(getattr(fn, a, False) for a in ("needs_calib", "needs_data", "calibrated")) or "calib" in params
         if needs and not accepts_calib:
@@ -158,7 +158,7 @@ def spa_kwargs(spec, calib=None):
     kw = {"criterion": name}
     if extra == "comp":
         kw["compensate"] = True
-    fn = spa.criteria.CRITERIA.get(name)
+    fn = spa.score.criteria.CRITERIA.get(name)
     if fn is not None and calib is not None and "calib" in inspect.signature(spa.prune).parameters and (
             any(getattr(fn, a, False) for a in ("needs_calib", "needs_data", "calibrated"))
             or "calib" in inspect.signature(fn).parameters):
@@ -661,9 +661,9 @@ def parse_args(argv=None):
     usable, skipped = registered_criteria()
     args.skipped_criteria = skipped
     args.criteria_list = tuple(args.criteria.split(",")) if args.criteria else tuple(usable)
-    unknown = [c for c in args.criteria_list if c.partition("+")[0] not in spa.criteria.CRITERIA]
+    unknown = [c for c in args.criteria_list if c.partition("+")[0] not in spa.score.criteria.CRITERIA]
     if unknown:
-        ap.error(f"unknown criteria {', '.join(unknown)}; registered: {', '.join(spa.criteria.CRITERIA)}")
+        ap.error(f"unknown criteria {', '.join(unknown)}; registered: {', '.join(spa.score.criteria.CRITERIA)}")
     return args
 
 
@@ -708,7 +708,7 @@ def report(bench, args, elapsed):
              f"{args.threads} threads; " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
              "Criteria: " + ", ".join(f"`{c}`" for c in args.criteria_list)
              + (" (skipped: " + "; ".join(f"`{k}`: {w}" for k, w in args.skipped_criteria.items()) + ")"
-                if args.skipped_criteria else "") + f"; registered: {', '.join(spa.criteria.CRITERIA)}.", "",
+                if args.skipped_criteria else "") + f"; registered: {', '.join(spa.score.criteria.CRITERIA)}.", "",
              "Cells: score (−MACs reduction). Ratio columns are `spa.prune(ratio=R)` (local: R of the channels "
              f"of every prunable group), `macs {TARGET_MACS}` is `spa.prune(target_macs={TARGET_MACS})`. "
              "Torch-Pruning: `MetaPruner(MagnitudeImportance(p=2), pruning_ratio=R)`, its defaults, "

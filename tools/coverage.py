@@ -169,8 +169,8 @@ def _measure(job, ratio, seed, criterion, tmp):
     import onnx
 
     import spa
-    from spa.load import concrete_inputs
-    from spa.verify import random_inputs, run
+    from spa.io import concrete_inputs
+    from spa.runtime import random_inputs, run
 
     row = {k: job[k] for k in ("name", "source", "kind")}
     if "export_error" in job:

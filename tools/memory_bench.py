@@ -104,8 +104,9 @@ def child(mode, model, out, ratio, criterion):
         info = {"timings": result.timings, "macs_reduction": result.macs_reduction,
                 "before": result.before.file_size, "after": result.after.file_size}
     elif mode == "verify":
-        from spa.load import load
-        from spa.verify import random_inputs, verify
+        from spa.io import load
+        from spa.runtime import random_inputs
+        from spa.verify import verify
 
         m = load(model)
         timings: dict = {}

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models_torch  # noqa: E402
 
 import spa  # noqa: E402
-from spa.bench import BenchSettings, bench, block_warnings, cpu_block_size  # noqa: E402
+from spa.measure.bench import BenchSettings, bench, block_warnings, cpu_block_size  # noqa: E402
 from spa.report import table  # noqa: E402
 
 

@@ -31,10 +31,10 @@ import models_torch  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import spa  # noqa: E402
-from spa.bench import BenchSettings, bench, cpu_info  # noqa: E402
+from spa.measure.bench import BenchSettings, bench, cpu_info  # noqa: E402
 from spa.errors import NothingToPrune  # noqa: E402
-from spa.load import load  # noqa: E402
-from spa.macs import param_count, total_macs  # noqa: E402
+from spa.io import load  # noqa: E402
+from spa.graph.macs import param_count, total_macs  # noqa: E402
 from spa.report import table  # noqa: E402
 from spa.rules.base import Ctx  # noqa: E402
 

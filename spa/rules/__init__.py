@@ -1,4 +1,14 @@
-"""Per-op channel rules. Importing this package registers all of them."""
+"""Per-op channel rules. Importing this package registers all of them.
 
-from . import attention, constants, conv, elementwise, gemm, layout, norm, pool, reshape, slicing  # noqa: F401
-from .registry import RULES, rule_for  # noqa: F401
+Every module of this package must be listed in FAMILIES (tests/rules/test_registry.py
+checks it): a family file left out would register nothing.
+"""
+
+from . import attention, constants, conv, elementwise, gemm, layout, norm, pool, reshape, slicing
+from .base import ROLES, Ctx, Flow, Rule, broadcast, normalize_axis
+from .registry import RULES, data_axis, key, register, rule_for
+
+FAMILIES = (attention, constants, conv, elementwise, gemm, layout, norm, pool, reshape, slicing)
+
+__all__ = ["FAMILIES", "ROLES", "Ctx", "Flow", "Rule", "broadcast", "normalize_axis", "RULES", "data_axis", "key",
+           "register", "rule_for"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..load import Model, const_value
+from ..io import Model, const_value
 
 # Roles of parameter spaces: "in" is contracted away (a consumer's input slice),
 # "out" produces the channel, "elem" acts per channel, "stat" is a running statistic.
@@ -186,6 +186,12 @@ class Rule:
 
     def shrink(self, node, ctx: Ctx, keep: dict) -> None:
         """Update attributes and shape constants; `keep` maps space -> kept indices."""
+
+    def data_axis(self, node) -> int | None:
+        """The channel axis of input 0 that a weight (input 1) contracts, for the ops
+        whose weight the statistics, compensation and recovery read (Conv, Gemm,
+        MatMul); None for every other op."""
+        return None
 
 
 def normalize_axis(axis, rank):

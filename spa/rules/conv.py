@@ -88,6 +88,9 @@ class Conv(Rule):
     def couple(self, node, flow):
         _couple(node, flow, w_in=1, w_out=0)
 
+    def data_axis(self, node):
+        return 1
+
     def shrink(self, node, ctx, keep):
         _shrink_group(node, ctx, keep)
 

@@ -35,10 +35,16 @@ class Gemm(Rule):
             for axis in range(flow.ctx.rank(c) or 0):
                 flow.param(c, axis, "out")
 
+    def data_axis(self, node):
+        return 0 if node.attrs.get("transA", 0) else 1
+
 
 @register
 class MatMul(Rule):
     ops = ("MatMul",)
+
+    def data_axis(self, node):
+        return -1
 
     def couple(self, node, flow):
         a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]

@@ -23,3 +23,9 @@ def register(cls):
 
 def rule_for(node):
     return RULES.get(key(node.op, node.domain or ""))
+
+
+def data_axis(node) -> int | None:
+    """The channel axis of a weighted op's data input (see Rule.data_axis), or None."""
+    rule = rule_for(node)
+    return None if rule is None else rule.data_axis(node)

@@ -5,7 +5,7 @@ import numpy as np
 from onnx import TensorProto
 
 import spa
-from spa.load import load
+from spa.io import load
 
 from .helpers import check_oracle, feeds, group_with, input_value, run, runtime_input, sandwich
 

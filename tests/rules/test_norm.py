@@ -114,7 +114,7 @@ def _lrn_model(w1, w2):
 def test_lrn_prunes_approximately_like_the_model_without_those_channels():
     """LRN mixes neighbouring channels, so zeroing is no oracle: the pruned model must equal
     the same model built with the removed channels deleted."""
-    from spa.verify import run
+    from spa.runtime import run
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((8, 4, 1, 1)).astype(np.float32)
     w2 = rng.standard_normal((5, 8, 1, 1)).astype(np.float32)

@@ -1,0 +1,82 @@
+"""`spa prune` and `spa analyze`: parse, call the API, print."""
+
+from __future__ import annotations
+
+import click
+
+from .. import api as spa_api
+from ..edit import MAX_RATIO, NORMALIZE
+from ..measure import block_warnings
+from ..report import to_json
+from ..score import REDUCTIONS
+from ..score.criteria import CRITERIA
+from .common import RoundTo, common, run
+from .text import analysis_text, prune_text
+
+
+def block_warning_lines(model, limit=8) -> list:
+    """`analyze` warnings for Convs that miss onnxruntime's NCHWc kernels on this CPU."""
+    warns = block_warnings(model)
+    lines = [f"spa: warning: {w.message()}" for w in warns[:limit]]
+    if len(warns) > limit:
+        lines.append(f"spa: warning: ... and {len(warns) - limit} more Conv channel counts off the "
+                     f"{warns[0].block}-channel NCHWc block")
+    return lines
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@common
+@run
+def analyze(model, input_shapes, exclude, as_json):
+    """List the coupled channel groups of MODEL and why any is blocked."""
+    an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
+    click.echo(to_json(an.to_dict()) if as_json else analysis_text(an))
+    for line in block_warning_lines(model):  # channel counts that miss onnxruntime's NCHWc kernels
+        click.echo(line, err=True)
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("output", required=False, type=click.Path(dir_okay=False))
+@click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
+@click.option("--target-macs", type=float, help="Prune globally until MACs fall by this share.")
+@click.option("--heads", type=float, help="Ratio for attention-head groups (overrides --ratio).")
+@click.option("--head-dim", "head_dim", type=float,
+              help="Ratio for head_dim slices shared by every head of an attention block.")
+@click.option("--mlp", type=float, help="Ratio for plain channel groups: conv channels, MLP width.")
+@click.option("--hidden", type=float, help="Ratio for groups that pass a norm (transformer hidden size).")
+@click.option("--criterion", type=click.Choice(sorted(CRITERIA)),
+              help="Default: obs with --calib, else obspa, or l2 for models with over 2 GB of weights. "
+                   "taylor, hessian and obs need --calib.")
+@click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
+                                                 "of <input>.npy files; samples on axis 0.")
+@click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
+              help="How the scores of a group's members combine.")
+@click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
+@click.option("--normalize", default="mean", show_default=True, type=click.Choice(NORMALIZE),
+              help="What each group's scores are divided by before ranking across groups.")
+@click.option("--max-ratio", default=MAX_RATIO, show_default=True, type=float,
+              help="Largest share of one group's channels that --target-macs or --global may remove.")
+@click.option("--round-to", default="auto", show_default=True, type=RoundTo(),
+              help="Keep channel counts multiples of N; auto: per group the nearest multiple of 8, "
+                   "else 4, 2, 1, within half the asked removal.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--external-data", is_flag=True, default=None,
+              help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
+@common
+@run
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, reduce, global_ranking,
+          normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
+    """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
+    result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
+                       criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
+                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
+                       kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
+                       external_data=external_data or None, calib=calib, normalize=normalize,
+                       max_ratio=max_ratio)
+    click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
+
+
+COMMANDS = (analyze, prune)

@@ -1,0 +1,184 @@
+"""Decide which channels of which groups go.
+
+Local: every prunable group loses `ratio` of its channels. Global: channels are
+ranked across groups by score normalised by the group mean (or max, or not at all),
+and removed lowest first until `ratio` of all channels, or `target_macs` of the MACs,
+are gone; no group loses more than `max_ratio` of its channels (a criterion that
+finds a layer nearly idle would otherwise empty it).
+Channel counts stay multiples of `round_to` (counted in elements: a head of 64 is
+already a multiple of 8); no group is ever emptied. `round_to="auto"` (the default) keeps,
+per group, the multiple of 8, 4, 2 or 1 elements (the coarsest that fits) nearest the
+requested count, where "fits" means the removal lands within half of what the ratio
+asks: multiples of 8 suit onnxruntime's blocked (NCHWc) kernels (tools/roundto_bench.py),
+and small groups still prune.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+
+from ..graph import node_macs
+
+
+def channel_step(group, round_to):
+    """Channels per rounding step: a channel spanning e elements (a head of 64, a conv
+    group of 8) needs only round_to / gcd(round_to, e) channels for the element counts
+    to stay multiples of round_to."""
+    span = max((int(np.bincount(ch).max()) for _, ch in group.spaces.values() if len(ch)), default=1)
+    return round_to // math.gcd(round_to, span)
+
+
+AUTO_STEPS = (8, 4, 2, 1)
+
+
+def auto_keep(group, ratio):
+    """Channels to keep under round_to="auto" (see the module doc)."""
+    n = group.channels
+    want = n * (1 - ratio)
+    for r in AUTO_STEPS:
+        step = channel_step(group, r)
+        kept = min(n, max(step, round(want / step) * step))
+        if n > step and abs(kept - want) <= 0.5 * n * ratio:
+            return kept
+    return keep_count(n, ratio, 1)
+
+
+def group_step(group, round_to):
+    """Channels per rounding step of one group; global ranking under "auto" takes the
+    coarsest of 8, 4, 2, 1 elements that the group holds at least twice."""
+    if round_to != "auto":
+        return channel_step(group, round_to)
+    return next((s for s in map(lambda r: channel_step(group, r), AUTO_STEPS) if group.channels >= 2 * s), 1)
+
+
+def keep_count(n, ratio, round_to):
+    """Channels to keep of n when removing `ratio`, rounded up to a multiple of round_to."""
+    if n <= round_to:
+        return n
+    kept = math.ceil(n * (1 - ratio) / round_to - 1e-9) * round_to
+    return min(n, max(kept, round_to))
+
+
+def chunks(order, n, round_to, max_ratio=1.0):
+    """Removal steps for one group: lowest channels first, each step ending on a multiple,
+    removing at most `max_ratio` of the n channels in all."""
+    floor = max(round_to if n > round_to else n, n - math.floor(max_ratio * n + 1e-9))
+    steps, removed = [], 0
+    first = n % round_to or round_to
+    size = first
+    while n - removed - size >= floor:
+        steps.append(order[removed:removed + size])
+        removed += size
+        size = round_to
+    return steps
+
+
+def local_plan(groups, scores, ratio, round_to, kind_ratios=None) -> dict:
+    """`kind_ratios` ({"heads": r, ...}) overrides `ratio` for groups of that kind."""
+    plan = {}
+    for gr in groups:
+        r = (kind_ratios or {}).get(gr.kind, ratio)
+        if gr.id not in scores or not r:
+            continue
+        order = np.argsort(scores[gr.id], kind="stable")
+        kept = auto_keep(gr, r) if round_to == "auto" else keep_count(gr.channels, r, channel_step(gr, round_to))
+        drop = gr.channels - kept
+        if drop > 0:
+            plan[gr.id] = np.sort(order[:drop])
+    return plan
+
+
+class MacsModel:
+    """Running MACs estimate as channels are removed."""
+
+    def __init__(self, cg, groups):
+        self.size = {s: cg.g.nodes[s]["size"] for s in cg.g.nodes}
+        self.kept = dict(self.size)
+        self.ops = []
+        self.by_space: dict = {}
+        for node, _, _ in cg.flows:
+            macs, factors = node_macs(node, cg.ctx)
+            if macs:
+                factors = [s for s in factors if s in self.size]
+                for s in factors:
+                    self.by_space.setdefault(s, []).append(len(self.ops))
+                self.ops.append((macs, factors))
+        self.base = sum(m for m, _ in self.ops)
+        self.total = self.base
+        self.counts = {gr.id: {s: np.bincount(ch, minlength=gr.channels) for s, (_, ch) in gr.spaces.items()}
+                       for gr in groups}
+
+    def _op(self, i):
+        macs, factors = self.ops[i]
+        return macs * math.prod(self.kept[s] / self.size[s] for s in factors)
+
+    def remove(self, gid, chans, commit=True):
+        """Remove channels of a group; returns the reduction after it (undone unless `commit`)."""
+        touched = {i for s in self.counts[gid] for i in self.by_space.get(s, ())}
+        before = sum(self._op(i) for i in touched)
+        for s, c in self.counts[gid].items():
+            self.kept[s] -= int(c[chans].sum())
+        delta = sum(self._op(i) for i in touched) - before
+        if commit:
+            self.total += delta
+        else:
+            for s, c in self.counts[gid].items():
+                self.kept[s] += int(c[chans].sum())
+        return 1 - (self.total + (0 if commit else delta)) / self.base if self.base else 0.0
+
+    def reduction(self):
+        return 1 - self.total / self.base if self.base else 0.0
+
+
+NORMALIZE = ("mean", "max", "none")  # what a group's scores are divided by before global ranking
+
+
+def normalised(sc, how="mean"):
+    if how == "none":
+        return sc
+    scale = sc.mean() if how == "mean" else np.abs(sc).max()
+    return sc / (scale or 1.0)
+
+
+MAX_RATIO = 0.8  # default share of one group's channels a global plan may remove
+
+
+def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean",
+                max_ratio=MAX_RATIO) -> dict:
+    """Remove the lowest normalised chunks across groups until the goal is met."""
+    by_id = {gr.id: gr for gr in groups}
+    heap, steps = [], {}
+    for gid, sc in scores.items():
+        norm = normalised(sc, normalize)
+        order = np.argsort(norm, kind="stable")
+        steps[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to), max_ratio)
+        if steps[gid]:
+            heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
+    total = sum(len(sc) for sc in scores.values())
+    macs = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
+    removed, plan, deferred = 0, {}, []
+    while heap:
+        if ratio is not None and removed >= ratio * total:
+            break
+        if macs is not None and macs.reduction() >= target_macs:
+            break
+        _, gid, k, norm = heapq.heappop(heap)
+        step = steps[gid][k]
+        if macs is not None and plan:
+            now, after = macs.reduction(), macs.remove(gid, step, commit=False)
+            if after - target_macs > target_macs - now:  # overshoots more than it gets closer:
+                deferred.append((after, gid, step))  # try smaller steps of other groups first
+                continue
+        plan.setdefault(gid, []).extend(step.tolist())
+        removed += len(step)
+        if macs is not None:
+            macs.remove(gid, step)
+        if k + 1 < len(steps[gid]):
+            heapq.heappush(heap, (float(norm[steps[gid][k + 1]].mean()), gid, k + 1, norm))
+    if macs is not None and deferred and macs.reduction() < target_macs:
+        _, gid, step = min(deferred, key=lambda d: d[0])  # the target is a floor: the least overshoot
+        plan.setdefault(gid, []).extend(step.tolist())
+    return {gid: np.sort(np.asarray(ch)) for gid, ch in plan.items()}

@@ -1,0 +1,155 @@
+"""Apply a plan: slice parameters, let rules fix attributes and shape constants,
+drop stale shapes, and export a new ModelProto."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+
+from ..graph import ChannelGraph
+from ..io import infer, with_shapes
+from ..io.external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
+
+
+def keep_map(cg: ChannelGraph, removed: dict) -> dict:
+    return {(n, a): np.setdiff1d(np.arange(cg.ctx.dim(cg.ctx.tensors[n], a)), gone) for (n, a), gone in removed.items()}
+
+
+def apply(cg: ChannelGraph, keep: dict, sink=None) -> onnx.ModelProto:
+    """Rewrite the model's graph in place and export it.
+
+    Args:
+        cg: the channel graph; its model's graph is edited.
+        keep: {(tensor, axis): kept indices}.
+        sink: an io.DataFile that large tensors are written to, or None to hold
+            every tensor in the returned proto.
+    """
+    ctx, graph = cg.ctx, cg.model.graph
+    changed = {name for name, _ in keep}
+    for node, rule, _ in cg.flows:
+        if rule is not None and any(t.name in changed for t in list(node.inputs) + list(node.outputs)):
+            rule.shrink(node, ctx, keep)
+    axes: dict = {}
+    for (name, axis), idx in keep.items():
+        if ctx.const(ctx.tensors[name]) is not None:
+            axes.setdefault(name, []).append((axis, idx))
+    for name, cuts in axes.items():
+        value = ctx.const(ctx.tensors[name])
+        for axis, idx in cuts:
+            value = np.take(value, idx, axis=axis)
+        write_const(ctx, ctx.tensors[name], value, sink)
+    return export(cg.model, graph, sink)
+
+
+def write_const(ctx, t, value, sink=None):
+    """Store a new value for a parameter wherever it comes from (`sink`: see apply)."""
+    if isinstance(t, gs.Constant):
+        _store(ctx.model, t, value, sink)
+        return
+    node = t.inputs[0]
+    if node.op == "ConstantOfShape":
+        fill = node.attrs.get("value")
+        first = fill.values.reshape(-1)[0] if fill is not None else 0
+        if np.all(value == first):
+            ctx.set_input(node, 0, np.asarray(value.shape, dtype=np.int64))
+            return
+        node.op, node.inputs = "Constant", []
+    node.attrs.clear()
+    node.attrs["value"] = gs.Constant(f"{t.name}_value", np.ascontiguousarray(value))
+
+
+def _store(model, t, value, sink):
+    """A constant's new value; a large one goes straight to the data file being written."""
+    if sink is None or value.nbytes < WRITE_FROM:
+        t.values = value
+        t.data_location = None
+        return
+    old = t._values
+    data_type = old.tensor.data_type if isinstance(old, LazyValues) else onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    offset = sink.put_array(value)
+    t.values = sink.values(t.name, data_type, value.shape, offset, value.nbytes)
+    t.data_location = TensorProto.EXTERNAL
+    model.release()
+
+
+def _to_data_file(graph, sink):
+    """Put every large initializer into the data file being written, copying unchanged
+    external data in chunks; attribute and subgraph tensors stay in the proto."""
+    done = set()
+    for node in graph.nodes:
+        for c in node.inputs:
+            if not isinstance(c, gs.Constant) or id(c) in done:
+                continue
+            done.add(id(c))
+            v = c._values
+            if isinstance(v, SparseValues) or (isinstance(v, ExternalValues) and v.path == sink.path):
+                continue
+            if isinstance(v, ExternalValues):
+                data_type, n = v.tensor.data_type, v.nbytes
+                offset = sink.put_copy(v.path, v.offset, n)
+            elif isinstance(v, LazyValues):  # onnx's reader keeps types numpy lacks (bfloat16)
+                data_type = v.tensor.data_type
+                if data_type in NOT_MAPPED or v.nbytes < WRITE_FROM:
+                    continue
+                value = onnx.numpy_helper.to_array(v.tensor)
+                n, offset = value.nbytes, sink.put_array(value)
+            else:
+                if v.dtype.kind in "OSU" or v.nbytes < WRITE_FROM:
+                    continue
+                data_type, n, offset = onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.nbytes, sink.put_array(v)
+            c.values = sink.values(c.name, data_type, v.shape, offset, n)
+            c.data_location = TensorProto.EXTERNAL
+
+
+def _materialise(graph, keep=None):
+    """Read every lazily mapped tensor into memory, except those in the data file `keep`."""
+    for c in constants(graph):
+        v = c._values
+        if isinstance(v, ExternalValues) and v.path != keep:
+            c.values = np.array(v.load())
+            c.data_location = None
+
+
+def export(model, graph, sink=None) -> onnx.ModelProto:
+    """Export with intermediate shapes dropped and re-inferred; keep model metadata.
+
+    With a `sink` (io.DataFile), large initializers are written to that data file and the
+    returned proto refers to it; otherwise every tensor is held in the proto.
+    """
+    io = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    for name, t in graph.tensors().items():
+        if isinstance(t, gs.Variable) and name not in io:
+            t.shape = None
+    graph.cleanup().toposort()
+    if sink is not None:
+        _to_data_file(graph, sink)
+    _materialise(graph, sink.path if sink is not None else None)
+    out = gs.export_onnx(graph, do_type_check=False)
+    del out.graph.value_info[:]
+    src = model.proto
+    inits = {t.name for t in src.graph.initializer}
+    declared = {vi.name: vi for vi in list(src.graph.input) + list(src.graph.output) if vi.name not in inits}
+    for vi in list(out.graph.input) + list(out.graph.output):
+        if vi.name in declared:  # keep dynamic dims as the original declares them
+            vi.CopyFrom(declared[vi.name])
+    out.ir_version = src.ir_version
+    if src.ir_version < 4:  # IR 3 wants every initializer listed as a graph input
+        listed = {i.name for i in out.graph.input}
+        for init in out.graph.initializer:
+            if init.name not in listed:
+                out.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims))
+    del out.opset_import[:]
+    out.opset_import.extend(src.opset_import)
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(out, field, getattr(src, field))
+    del out.metadata_props[:]
+    out.metadata_props.extend(src.metadata_props)
+    # annotate only what the original annotated: extra shapes change which fusions onnxruntime applies
+    out = with_shapes(out, infer(out), {vi.name for vi in src.graph.value_info})
+    for vi in list(out.graph.input) + list(out.graph.output):
+        if vi.name in declared:  # inference may have made declared dims more specific
+            vi.CopyFrom(declared[vi.name])
+    return out

@@ -1,0 +1,197 @@
+"""Fold shape arithmetic that does not follow a dynamic input dim into constants.
+
+The TorchScript exporter computes Reshape targets, head counts and attention scales at
+run time from Shape nodes; the dynamo exporter writes the same values as constants.
+Folding makes both look alike to the channel rules: a value computed from shapes alone
+becomes a constant where it is the same at two input sizes, and a Reshape target with one
+entry that follows a dynamic dim gets -1 there. Other mixed vectors are rebuilt as a Concat
+of constants and Gathers of the run-time entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..runtime import session
+from .constants import const_value
+
+SMALL = 4096  # elements: larger values are data, not shape arithmetic
+NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+              "Bernoulli", "Dropout", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty"}
+
+
+def _small(shape):
+    return shape is not None and all(isinstance(d, int) for d in shape) and int(np.prod(shape)) <= SMALL
+
+
+# inputs whose values set the output shape; other ops' output shapes follow input shapes
+VALUE_SHAPED = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
+                "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (2, 3), "Upsample": (1,), "OneHot": (1,),
+                "Split": (1,), "TopK": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "CenterCropPad": (1,),
+                "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
+                "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,),
+                "ReduceSumSquare": (1,)}
+DATA_SHAPED = {"NonZero", "Unique", "Compress", "NonMaxSuppression", "Loop", "Scan", "If", "StringSplit",
+               "RegexFullMatch", "Optional", "OptionalGetElement"}
+
+
+def _domain(graph, shapes):
+    """Nodes that compute from shapes and small constants alone, in graph order; the
+    names of their outputs, and of those among them that read a shape.
+
+    A Shape node counts unless its input's shape may depend on data: it descends from an
+    op like NonZero, from an op outside the default domain, or from a Reshape-like op
+    whose target is computed from data.
+    """
+    derived, shaped, data_shaped, nodes = set(), set(), set(), []
+    for node in graph.nodes:
+        ins = [t for t in node.inputs if t.name]
+        std = (node.domain or "") in ("", "ai.onnx")
+        if not std or node.op in DATA_SHAPED or any(t.name in data_shaped for t in ins) or any(
+                k < len(node.inputs) and node.inputs[k].name and node.inputs[k].name not in derived
+                and const_value(node.inputs[k]) is None for k in VALUE_SHAPED.get(node.op, ())):
+            data_shaped.update(o.name for o in node.outputs)
+        if not std or node.op in NOT_FOLDED or not node.outputs:
+            continue
+        if not all(_small(shapes.get(o.name)) for o in node.outputs):
+            continue
+        if node.op in ("Shape", "Size"):
+            x = node.inputs[0]
+            if x.name in data_shaped or not all(isinstance(d, int) for d in shapes.get(x.name) or (None,)):
+                continue
+        elif not ins or not all(
+                t.name in derived or _small(shapes.get(t.name)) and const_value(t) is not None for t in ins):
+            continue
+        nodes.append(node)
+        derived.update(o.name for o in node.outputs)
+        if node.op in ("Shape", "Size") or any(t.name in shaped for t in ins):
+            shaped.update(o.name for o in node.outputs)
+    return nodes, derived, shaped
+
+
+def _evaluate(nodes, shapes, opset):
+    """Values of every output of `nodes` at the given tensor shapes, or None."""
+    feeds, inits, outputs = {}, [], []
+    produced = {o.name for n in nodes for o in n.outputs}
+    protos = []
+    for n in nodes:
+        if n.op in ("Shape", "Size"):
+            dims = shapes.get(n.inputs[0].name)
+            if dims is None or not all(isinstance(d, int) for d in dims):
+                return None  # not known at these input sizes
+            dims = np.array(dims, dtype=np.int64)
+            if n.op == "Size":
+                value = np.array(np.prod(dims), dtype=np.int64)
+            else:
+                rank = len(dims)
+                start = int(n.attrs.get("start", 0))
+                end = int(n.attrs.get("end", rank))
+                value = dims[slice(max(start + rank, 0) if start < 0 else start,
+                                   max(end + rank, 0) if end < 0 else end)]
+            feeds[n.outputs[0].name] = value
+            continue
+        for t in n.inputs:
+            if t.name and t.name not in produced and t.name not in {i.name for i in inits}:
+                inits.append(onnx.numpy_helper.from_array(np.asarray(const_value(t)), t.name))
+        attrs = {k: onnx.numpy_helper.from_array(np.asarray(v.values)) if isinstance(v, gs.Constant) else v
+                 for k, v in n.attrs.items()}
+        protos.append(onnx.helper.make_node(n.op, [t.name for t in n.inputs], [o.name for o in n.outputs],
+                                            name=n.name, **attrs))
+        outputs.extend(o.name for o in n.outputs)
+    if not protos:
+        return dict(feeds)
+    graph = onnx.helper.make_graph(
+        protos, "fold",
+        [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.INT64, v.shape) for k, v in feeds.items()],
+        [onnx.ValueInfoProto(name=o) for o in outputs], inits)
+    ids = [onnx.helper.make_opsetid("", opset)]
+    model = onnx.helper.make_model(graph, opset_imports=ids, ir_version=onnx.helper.find_min_ir_version_for(ids))
+    try:
+        sess = session(model.SerializeToString())
+        values = dict(zip(outputs, sess.run(outputs, {k: v for k, v in feeds.items()
+                                                       if k in {i.name for i in sess.get_inputs()}})))
+    except Exception:  # a subgraph onnxruntime cannot run is left as it is
+        return None
+    values.update(feeds)
+    return values
+
+
+def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
+    """Replace shape arithmetic in `graph` by constants where it is static; returns how
+    many consumer inputs changed. `others` holds the tensor shapes at other input sizes
+    (load._bumped_shapes): a value is static when it is the same at all of them."""
+    nodes, derived, shaped = _domain(graph, shapes)
+    if not nodes:
+        return 0
+    a = _evaluate(nodes, shapes, opset)
+    bs = [_evaluate(nodes, other, opset) for other in others] if a is not None else []
+    if a is None or (bs and bs[0] is None):  # the +1 probe is required
+        return 0
+    bs = [b for b in bs if b is not None]  # the second probe only where it evaluates
+    outputs = {t.name for t in graph.outputs}
+    tensors = graph.tensors()
+    changed, made = 0, {}
+    for name in sorted(shaped - outputs):
+        t = tensors[name]
+        users = [n for n in t.outputs if not all(o.name in derived for o in n.outputs)]
+        va, vbs = a.get(name), [b.get(name) for b in bs]
+        if not users or va is None or any(vb is None or va.shape != vb.shape for vb in vbs):
+            continue
+        static = np.ones(va.shape, bool)
+        for vb in vbs:
+            static &= (va == vb) | (np.isnan(va) & np.isnan(vb)) if va.dtype.kind == "f" else va == vb
+        if static.all():  # the tensor becomes a constant under its own name
+            t.to_constant(np.array(va))
+            t.inputs.clear()
+            changed += 1
+            continue
+        for user in users:
+            slot = [k for k, t in enumerate(user.inputs) if t.name == name]
+            key = (name, _kind(va, static, user, slot))
+            if key not in made:
+                made[key] = _replacement(graph, tensors[name], va, static, key[1])
+            if made[key] is not None:
+                for k in slot:
+                    user.inputs[k] = made[key]
+                changed += 1
+    if changed:
+        graph.cleanup().toposort()
+    return changed
+
+
+def _kind(value, static, user, slot):
+    """How to replace a partly static value: "reshape" (-1 at its one dynamic entry),
+    "mixed" (a Concat of constants and Gathers) or "keep"."""
+    if not static.any() or user.op != "Reshape" or slot != [1] or value.ndim != 1:
+        return "keep"  # other ops' rules read run-time targets; a Reshape's rewrites constants
+    if static.sum() == len(value) - 1 and -1 not in value[static] \
+            and not (user.attrs.get("allowzero", 0) and 0 in value[static]):
+        return "reshape"
+    return "mixed"
+
+
+def _replacement(graph, t, value, static, kind):
+    """The tensor to read instead of `t`, or None to keep it."""
+    name = f"{t.name}_{kind}"
+    if kind == "reshape":
+        return gs.Constant(name, np.where(static, value, -1).astype(np.int64))
+    if kind == "keep" or value.ndim != 1 or value.dtype != np.int64:
+        return None
+    parts, k = [], 0
+    while k < len(value):
+        j = k
+        while j < len(value) and static[j] == static[k]:
+            j += 1
+        if static[k]:
+            parts.append(gs.Constant(f"{name}_{k}", value[k:j].astype(np.int64)))
+        else:
+            out = gs.Variable(f"{name}_{k}", np.int64, (j - k,))
+            idx = gs.Constant(f"{name}_{k}_at", np.arange(k, j, dtype=np.int64))
+            graph.nodes.append(gs.Node("Gather", f"{name}_gather_{k}", {"axis": 0}, [t, idx], [out]))
+            parts.append(out)
+        k = j
+    out = gs.Variable(name, np.int64, value.shape)
+    graph.nodes.append(gs.Node("Concat", f"{name}_concat", {"axis": 0}, parts, [out]))
+    return out

@@ -1,0 +1,309 @@
+"""Load an ONNX model: read, check, infer shapes, import into graphsurgeon."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
+
+from ..errors import ModelError, UsageError, first_line
+from ..runtime import random_inputs, run
+from .constants import MAX_ELEMENTS
+from .external import Store, attach, bad_name, bind
+from .fold import fold
+from .skeleton import skeleton, with_shapes
+G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
+G_LOGGER.colors = False
+
+
+@dataclass
+class Model:
+    """A loaded model: the original proto, its graphsurgeon graph and tensor shapes.
+
+    `shapes` maps tensor name to a tuple of dims at the concrete input shapes (dynamic
+    input dims are 1 unless given); a dim ONNX cannot infer is a str or None.
+    `input_shapes` holds concrete shapes for the graph inputs, used to run the model.
+    """
+
+    proto: onnx.ModelProto
+    graph: gs.Graph
+    shapes: dict
+    input_shapes: dict
+    path: str | None = None
+    opset: int = 0
+    file_size: int = 0
+    dynamic: set = field(default_factory=set)  # (tensor, axis) whose size follows a dynamic input dim
+    probe_shapes: dict | None = None  # input shapes with non-leading dynamic dims grown by BUMP, where valid
+    store: Store | None = None  # external data: lazily mapped, read-only
+    _consts: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def external(self) -> bool:
+        """The model keeps tensor data in files beside it."""
+        return bool(self.store and self.store.paths)
+
+    def release(self):
+        """Drop mapped external data from memory (it is read again when needed)."""
+        if self.store:
+            self.store.files.release()
+
+
+def parse_input_shapes(specs) -> dict:
+    """Parse ["name:1,3,224,224", ...] into {name: (1, 3, 224, 224)}."""
+    out = {}
+    for spec in specs or ():
+        name, sep, dims = spec.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            shape = None
+        if not sep or not name or not shape or min(shape) < 1:
+            raise UsageError(f"bad --input-shape {spec!r}: expected name:d1,d2,... with positive dims")
+        out[name] = shape
+    return out
+
+
+def read_proto(src) -> tuple[onnx.ModelProto, str | None, int, Store]:
+    """Read a model from a path or take a ModelProto as is.
+
+    External data is checked (inside the model's folder, present, long enough) but
+    not read, except tensors under external.INLINE_BELOW bytes.
+    """
+    if isinstance(src, onnx.ModelProto):
+        if not src.graph.node:
+            raise ModelError("<model>: the model graph has no nodes")
+        return src, None, src.ByteSize(), attach(src, None, "<model>")
+    path = os.fspath(src)
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        raise ModelError(f"{path}: no such file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise ModelError(f"{path}: file is empty")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf and onnx raise several types for bad bytes
+        raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc, 200)})") from exc
+    if not proto.graph.node:
+        raise ModelError(f"{path}: the model graph has no nodes")
+    store = attach(proto, os.path.dirname(os.path.abspath(path)), path)
+    size = st.st_size + sum(os.path.getsize(p) for p in sorted(store.paths))
+    return proto, path, size, store
+
+
+def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
+    """Load a model from a path or ModelProto.
+
+    Args:
+        src: path to an .onnx file, or an onnx.ModelProto.
+        input_shapes: optional {input name: shape} to make dynamic inputs concrete.
+        checked: the model passed onnx.checker already (skip it).
+        dynamic: find the axes that follow dynamic input dims (Model.dynamic).
+
+    Returns:
+        A Model with shapes inferred for every tensor ONNX can infer.
+    """
+    proto, path, size, store = read_proto(src)
+    where = path or "<model>"
+    input_shapes = dict(input_shapes or {})
+    _check_opsets(proto, where)
+    name = bad_name(proto.graph)
+    if name is not None:
+        raise ModelError(f"{where}: the name {name!r} is not valid UTF-8")
+    try:  # from the file when there is one: the checker looks for external data beside it
+        if not checked:  # a path spares serialising the proto again
+            onnx.checker.check_model(path or proto)
+    except Exception as exc:  # ValidationError, and others for odd protos
+        raise ModelError(f"{where}: invalid ONNX model ({first_line(exc, 200)})") from exc
+    names = {i.name for i in proto.graph.input}
+    unknown = set(input_shapes) - names
+    if unknown:
+        raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
+    concrete = concrete_inputs(proto, input_shapes)
+    _check_sizes(concrete, (), where)
+    inferred = _infer(proto, concrete, where)
+    try:
+        graph = gs.import_onnx(_concrete_copy(proto, concrete, inferred))
+    except Exception as exc:  # graphsurgeon cannot represent some valid-looking protos
+        raise ModelError(f"{where}: cannot import the graph ({first_line(exc, 200)})") from exc
+    bind(graph, store)
+    shapes = _collect_shapes(inferred, graph)
+    _check_sizes(shapes, _constant_names(graph), where)
+    _fill_unknown(shapes, proto, graph, concrete)
+    _check_sizes(shapes, _constant_names(graph), where)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    axes, probe = set(), None
+    if dynamic:  # folding needs to know which dims are dynamic
+        others, probe = _bumped_shapes(proto, graph, concrete, where)
+        axes = {(n, a) for other in others for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
+                for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
+        if fold(graph, shapes, others, opset):
+            shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items() if n not in shapes)
+    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store)
+
+
+def _check_opsets(proto, where):
+    newest = onnx.defs.onnx_opset_version()
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx") and not 1 <= o.version <= newest:
+            raise ModelError(f"{where}: opset {o.version} of the default domain is not supported "
+                             f"(this onnx knows 1 to {newest})")
+
+
+def _constant_names(graph):
+    return {name for name, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+
+
+def _check_sizes(shapes, consts, where):
+    """Refuse run-time tensors too large to run: a hostile shape would exhaust memory."""
+    for name, shape in shapes.items():
+        if name in consts:
+            continue
+        n = 1
+        for d in shape:
+            n *= d if isinstance(d, int) else 1
+        if n > MAX_ELEMENTS:
+            raise ModelError(f"{where}: tensor '{name}' has shape {list(shape)} ({n} elements); "
+                             f"SPA refuses run-time tensors over {MAX_ELEMENTS} elements")
+
+
+def concrete_inputs(proto, overrides) -> dict:
+    """Concrete shapes for graph inputs: `overrides` ({name: shape}), else the declared
+    dims with unknown or symbolic ones set to 1."""
+    inits = {t.name for t in proto.graph.initializer}
+    out = {}
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        if vi.name in overrides:
+            out[vi.name] = tuple(overrides[vi.name])
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims)
+    return out
+
+
+def _make_concrete(model, overrides):
+    del model.graph.value_info[:]
+    for vi in model.graph.input:
+        if vi.name in overrides:
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) != len(overrides[vi.name]):
+                raise UsageError(f"--input-shape for {vi.name!r} has rank {len(overrides[vi.name])}, model says {len(dims)}")
+            for d, v in zip(dims, overrides[vi.name]):
+                d.Clear()
+                d.dim_value = v
+    return model
+
+
+def _infer(proto, overrides, where) -> onnx.ModelProto:
+    """Shape inference at concrete inputs, on the weightless skeleton of the model."""
+    try:
+        return onnx.shape_inference.infer_shapes(_make_concrete(skeleton(proto), overrides), data_prop=True)
+    except UsageError:
+        raise
+    except Exception as exc:  # onnx raises several types here
+        raise ModelError(f"{where}: shape inference failed ({first_line(exc, 200)})") from exc
+
+
+def _concrete_copy(proto, overrides, inferred) -> onnx.ModelProto:
+    """A copy of the model with concrete inputs and the inferred shapes."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    return with_shapes(_make_concrete(model, overrides), inferred)
+
+
+def _collect_shapes(proto, graph) -> dict:
+    shapes = {}
+    for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            shapes[vi.name] = tuple(_dim(d) for d in tt.shape.dim)
+    for name, t in graph.tensors().items():
+        if isinstance(t, gs.Constant):
+            shapes[name] = tuple(t.shape)
+    return shapes
+
+
+BUMP = 64  # a second probe grows non-leading dynamic dims by this much: strides and pools hide +1
+
+
+def _bumped_shapes(proto, graph, concrete, where) -> tuple:
+    """Tensor shapes at other input sizes (none without dynamic dims): every dynamic
+    input dim one larger, and, where an input has a dynamic dim after the first, those
+    dims BUMP larger (skipped if shape inference fails there). The axes whose size
+    changes follow a dynamic input dim (batch, sequence, image size). Also returns the
+    input shapes of the second probe, or None."""
+    plus_one, plus_many = {}, {}
+    for vi in proto.graph.input:
+        if vi.name in concrete:
+            dims = vi.type.tensor_type.shape.dim
+            fixed = [d.HasField("dim_value") and d.dim_value > 0 for d in dims]
+            v = concrete[vi.name]
+            plus_one[vi.name] = tuple(x if f else x + 1 for f, x in zip(fixed, v))
+            plus_many[vi.name] = tuple(x if f else x + (1 if k == 0 else BUMP)
+                                       for k, (f, x) in enumerate(zip(fixed, v)))
+    if plus_one == concrete:
+        return [], None
+    out = [_shapes_at(proto, graph, plus_one, where)]
+    if plus_many != plus_one:
+        try:
+            out.append(_shapes_at(proto, graph, plus_many, where))
+        except ModelError:  # a model that only takes small sizes there
+            return out, None
+        return out, plus_many
+    return out, None
+
+
+def _shapes_at(proto, graph, inputs, where) -> dict:
+    shapes = _collect_shapes(_infer(proto, inputs, where), graph)
+    _fill_unknown(shapes, proto, graph, inputs)
+    return shapes
+
+
+def _fill_unknown(shapes, proto, graph, concrete):
+    """Tensors ONNX inference left without concrete dims get them from one
+    onnxruntime run at the concrete input shapes."""
+    def unknown(name):
+        dims = shapes.get(name)
+        return dims is None or not all(isinstance(d, int) for d in dims)
+
+    names = [n for n, t in graph.tensors().items() if isinstance(t, gs.Variable) and t.inputs and unknown(n)]
+    if names:
+        shapes.update(_run_shapes(proto, concrete, names))
+
+
+def _run_shapes(proto, concrete, names) -> dict:
+    """Shapes of `names` from one onnxruntime run on seeded inputs; {} if it cannot run.
+    The run uses the skeleton, its large weights fed as zeros: shapes do not depend on
+    weight values, and the weights are not serialised again."""
+    model = skeleton(proto)
+    declared = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in declared)
+    try:
+        feeds = random_inputs(proto, concrete)
+        inits = {t.name for t in model.graph.initializer}
+        weights = [vi for vi in model.graph.input if vi.name not in feeds and vi.name not in inits]
+        dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in weights}
+        zeros = np.zeros(max((int(np.prod(d)) * 8 for d in dims.values()), default=0), np.uint8)
+        for vi in weights:  # views of one zero buffer: no allocation per weight
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            n = int(np.prod(dims[vi.name]))
+            feeds[vi.name] = zeros[:n * dtype.itemsize].view(dtype).reshape(dims[vi.name])
+        outs = run(model, feeds)
+    except Exception:  # a model ORT cannot run keeps its unknown shapes
+        return {}
+    return {n: tuple(outs[n].shape) for n in names if n in outs}
+
+
+def _dim(d):
+    if d.HasField("dim_value"):
+        return d.dim_value if d.dim_value >= 0 else None  # some exporters write -1
+    return d.dim_param or None

@@ -1,0 +1,220 @@
+"""Fidelity of a pruned model against its original, output by output, on the same inputs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ModelError, UsageError, first_line
+from ..protos import ORT_TYPES
+from ..report import table
+from ..runtime import random_feeds
+from .bench import BenchSettings, input_specs, make_session
+
+TINY = np.finfo(np.float64).tiny
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    """How one output of the pruned model differs from the original's."""
+
+    name: str
+    shape: tuple  # the original's
+    pruned_shape: tuple | None  # None when the pruned model lacks the output
+    max_abs: float | None  # max |pruned - original|: the atol that would pass
+    max_rel: float | None  # max |pruned - original| / |original|: the rtol that would pass
+    mean_abs: float | None
+    cosine: float | None  # of the flattened outputs; exactly 1.0 when they are identical
+    top1: float | None  # classifier outputs ([N, C], C >= 2): share of rows with the same argmax
+    top5: float | None  # share of rows whose original top-1 class is in the pruned top 5 (C > 5)
+    note: str = ""  # why the metrics are missing
+
+    @property
+    def comparable(self) -> bool:
+        return self.cosine is not None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    original: str
+    pruned: str
+    inputs: str  # where the inputs came from
+    samples: int  # dim 0 of the first input
+    outputs: tuple  # OutputFidelity per output of the original
+
+    def to_dict(self):
+        return asdict(self)
+
+
+# -- inputs -----------------------------------------------------------------------------------
+def load_inputs(path) -> dict:
+    """Arrays by input name from an .npz file or a folder of <input name>.npy files."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
+        if not files:
+            raise UsageError(f"{path}: folder has no .npy files")
+        return {f[:-4]: np.load(os.path.join(path, f), allow_pickle=False) for f in files}
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file or folder")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"{path}: not a readable .npz file ({exc})") from exc
+    if not hasattr(data, "files"):
+        raise UsageError(f"{path}: expected an .npz archive or a folder of .npy files")
+    with data:
+        return {k: data[k] for k in data.files}
+
+
+def match_inputs(sess, data: dict, where: str) -> dict:
+    """The arrays the session needs, cast to its input types (same kind only); extra keys are ignored."""
+    feeds = {}
+    for i in sess.get_inputs():
+        if i.name not in data:
+            raise UsageError(f"{where}: no array named {i.name!r} (has: {', '.join(sorted(data)) or 'none'})")
+        arr, want = np.asarray(data[i.name]), np.dtype(ORT_TYPES.get(i.type, np.float32))
+        if arr.dtype != want:
+            if arr.dtype.kind != want.kind and not (arr.dtype.kind in "iu" and want.kind in "iu"):
+                raise UsageError(f"{where}: {i.name!r} is {arr.dtype}, the model wants {want}")
+            arr = arr.astype(want)
+        if arr.ndim != len(i.shape):
+            raise UsageError(f"{where}: {i.name!r} has rank {arr.ndim}, the model wants {len(i.shape)}")
+        feeds[i.name] = arr
+    return feeds
+
+
+def feeds_for(sess, inputs, batch: int, input_shapes=None, seed: int = 0) -> dict:
+    """Inputs for a session: loaded from `inputs` (.npz or .npy folder) or generated at `batch`."""
+    if inputs is not None:
+        return match_inputs(sess, load_inputs(inputs), os.fspath(inputs))
+    return random_feeds(input_specs(sess, batch, input_shapes), seed)
+
+
+def save_arrays(path, arrays: dict):
+    """Write arrays to an .npz file, or to <name>.npy files when `path` is an existing folder
+    or ends with a slash."""
+    path = os.fspath(path)
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        for k, v in arrays.items():
+            np.save(os.path.join(path, k.replace("/", "_") + ".npy"), v)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"{path}: directory {parent} does not exist")
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+
+# -- running and metrics ----------------------------------------------------------------------
+def run_all(sess, feeds: dict, where: str) -> dict:
+    """Run once, or in chunks when the model's batch is fixed and smaller than the data."""
+    first = sess.get_inputs()[0]
+    n = len(next(iter(feeds.values()))) if feeds and next(iter(feeds.values())).ndim else 0
+    fixed = first.shape[0] if first.shape and isinstance(first.shape[0], int) and first.shape[0] > 0 else 0
+    names = [o.name for o in sess.get_outputs()]
+    try:
+        if not fixed or n <= fixed:
+            return dict(zip(names, sess.run(names, feeds)))
+        if n % fixed:
+            raise UsageError(f"{where}: {n} samples do not split into the model's fixed batch of {fixed}")
+        parts = [sess.run(names, {k: v[j:j + fixed] for k, v in feeds.items()}) for j in range(0, n, fixed)]
+    except UsageError:
+        raise
+    except Exception as exc:  # onnxruntime errors have no common base class
+        raise ModelError(f"{where}: onnxruntime cannot run it ({first_line(exc, 200)})") from exc
+    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
+
+
+def fidelity(name: str, want: np.ndarray, got: np.ndarray | None) -> OutputFidelity:
+    """Compare one output of the pruned model (got) with the original's (want)."""
+    shape = tuple(want.shape)
+    if got is None:
+        return OutputFidelity(name, shape, None, None, None, None, None, None, None, "missing in the pruned model")
+    if got.shape != want.shape:
+        return OutputFidelity(name, shape, tuple(got.shape), None, None, None, None, None, None,
+                              f"shape {tuple(got.shape)} differs from {shape}")
+    a, b = want.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+    diff = np.abs(a - b)
+    finite = np.isfinite(a).all() and np.isfinite(b).all()
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(np.abs(a), TINY)).max()) if diff.size else 0.0
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if not finite:
+        cos = float("nan")
+    elif max_abs == 0:  # identical, or both all zero
+        cos = 1.0
+    elif na == 0 or nb == 0:
+        cos = 0.0
+    else:
+        cos = float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+    top1 = top5 = None
+    if want.ndim == 2 and want.shape[1] >= 2 and want.shape[0] >= 1 and want.dtype.kind == "f":
+        ref = want.argmax(1)
+        top1 = float((got.argmax(1) == ref).mean())
+        if want.shape[1] > 5:
+            best5 = np.argpartition(-got, 5, axis=1)[:, :5]
+            top5 = float((best5 == ref[:, None]).any(1).mean())
+    return OutputFidelity(name, shape, shape, max_abs, max_rel, float(diff.mean()) if diff.size else 0.0,
+                          cos, top1, top5, "" if finite else "non-finite values")
+
+
+def compare(original, pruned, inputs=None, batch: int = 8, input_shapes=None, seed: int = 0,
+            save_inputs=None, save_outputs=None) -> Comparison:
+    """Run both models on the same inputs and compare every output of the original.
+
+    Args:
+        original, pruned: paths or onnx.ModelProto.
+        inputs: .npz file or folder of .npy files (arrays named by input); None: generated.
+        batch: dim 0 of generated inputs.
+        input_shapes: {input: shape} for other dynamic dims of generated inputs (else 1).
+        seed: seed of generated inputs.
+        save_inputs: write the inputs used here (.npz, or a folder of .npy).
+        save_outputs: write both models' outputs as original/<name> and pruned/<name>.
+    """
+    settings = BenchSettings(input_shapes=dict(input_shapes or {}), seed=seed, memory=False)
+    a, b = make_session(original, settings), make_session(pruned, settings)
+    feeds = feeds_for(a, inputs, batch, settings.input_shapes, seed)
+    where = os.fspath(inputs) if inputs is not None else f"generated (seed {seed})"
+    names = (_name(original, "original"), _name(pruned, "pruned"))
+    want = run_all(a, feeds, names[0])
+    got = run_all(b, _pruned_feeds(b, feeds, names[1]), names[1])
+    if save_inputs:
+        save_arrays(save_inputs, feeds)
+    if save_outputs:
+        save_arrays(save_outputs, {**{f"original/{k}": v for k, v in want.items()},
+                                   **{f"pruned/{k}": v for k, v in got.items()}})
+    outs = tuple(fidelity(k, v, got.get(k)) for k, v in want.items())
+    first = next(iter(feeds.values()), np.zeros(0))
+    return Comparison(names[0], names[1], where, int(first.shape[0]) if first.ndim else 1, outs)
+
+
+def _pruned_feeds(sess, feeds, where):
+    names = {i.name for i in sess.get_inputs()}
+    missing = names - set(feeds)
+    if missing:
+        raise ModelError(f"{where}: has inputs the original lacks: {', '.join(sorted(missing))}")
+    return {k: v for k, v in feeds.items() if k in names}
+
+
+def _name(model, default):
+    return default if not isinstance(model, (str, os.PathLike)) else os.fspath(model)
+
+
+# -- text -------------------------------------------------------------------------------------
+def fmt(x, spec=".4g"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def compare_text(c: Comparison) -> str:
+    rows = []
+    for o in c.outputs:
+        rows.append((o.name, "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs, ".3e"), fmt(o.max_rel, ".3e"),
+                     fmt(o.cosine, ".6f"), fmt(o.top1, ".3f"), fmt(o.top5, ".3f"), o.note))
+    head = ("output", "shape", "max abs", "max rel", "cosine", "top-1", "top-5", "note")
+    return (f"{os.path.basename(c.pruned)} against {os.path.basename(c.original)} on {c.samples} samples "
+            f"({c.inputs})\n\n" + table(rows, head))
+

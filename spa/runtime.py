@@ -1,0 +1,109 @@
+"""The one place that talks to onnxruntime: sessions, seeded inputs and guarded runs.
+
+Used by loading (shapes onnx cannot infer), folding, calibration, the probe,
+verification, recovery and the measuring commands.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import ModelError, first_line
+from .protos import NP_TYPES, graph_inputs, has_external_data
+
+RUN_TIMEOUT = 600.0  # seconds one onnxruntime run may take before it is stopped
+CPU = ("CPUExecutionProvider",)
+
+
+class RunTimeout(RuntimeError):
+    pass
+
+
+def options(threads: int = 0) -> ort.SessionOptions:
+    """Quiet session options: failures reach the user as exceptions, not as onnxruntime's log."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
+def session(src, threads: int = 0, opts: ort.SessionOptions | None = None, providers=CPU) -> ort.InferenceSession:
+    """An onnxruntime session for a ModelProto, serialised model bytes or a model file path.
+
+    A ModelProto that refers to external data is refused: onnxruntime would look for
+    the data relative to the working directory. Run such a model from its file.
+    """
+    if isinstance(src, onnx.ModelProto):
+        if has_external_data(src):
+            raise ValueError("a model with external data must be run from its file")
+        src = src.SerializeToString()
+    elif not isinstance(src, bytes):
+        src = os.fspath(src)
+    return ort.InferenceSession(src, opts or options(threads), providers=list(providers))
+
+
+def random_feeds(specs: dict, seed: int = 0) -> dict:
+    """Seeded inputs for {name: (shape, numpy dtype)}: standard normal floats, integers
+    in [0, 8), random booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, (shape, dtype) in specs.items():
+        if dtype == np.bool_:
+            feeds[name] = rng.integers(0, 2, size=shape, dtype=np.uint8).astype(np.bool_)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[name] = rng.integers(0, 8, size=shape, dtype=dtype)
+        else:  # drawn in float32 or float64 directly: no full-size float64 temporary
+            draw = np.float64 if dtype == np.float64 else np.float32
+            feeds[name] = rng.standard_normal(shape, dtype=draw).astype(dtype, copy=False)
+    return feeds
+
+
+def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0, where: str = "<model>") -> dict:
+    """Seeded inputs for every graph input (not initializers) at the given concrete shapes."""
+    specs = {}
+    for vi in graph_inputs(proto):
+        dtype = NP_TYPES.get(vi.type.tensor_type.elem_type)
+        if dtype is None:
+            raise ModelError(f"{where}: input {vi.name!r} has an element type SPA cannot feed")
+        specs[vi.name] = (shapes[vi.name], dtype)
+    return random_feeds(specs, seed)
+
+
+def run(src, feeds, threads=0, repeat=1, timeout=None, names=None):
+    """Outputs {name: array} of one run (a list of `repeat` runs of one session).
+
+    A run over `timeout` seconds (RUN_TIMEOUT by default) is stopped: RunTimeout.
+    """
+    sess = src if isinstance(src, ort.InferenceSession) else session(src, threads)
+    names = names or [o.name for o in sess.get_outputs()]
+    limit = RUN_TIMEOUT if timeout is None else timeout
+    outs = []
+    for _ in range(repeat):
+        opts = ort.RunOptions()
+        opts.log_severity_level = 4
+        timer = threading.Timer(limit, lambda o=opts: setattr(o, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            outs.append(dict(zip(names, sess.run(names, feeds, opts))))
+        except Exception as exc:  # onnxruntime errors have no common base class
+            if opts.terminate:
+                raise RunTimeout(f"an onnxruntime run took over {limit:g} s and was stopped") from exc
+            raise
+        finally:
+            timer.cancel()
+    return outs[0] if repeat == 1 else outs
+
+
+def run_original(src, feeds, where) -> dict:
+    """The original model's outputs; a model onnxruntime cannot run is a ModelError."""
+    try:
+        return run(src, feeds)
+    except Exception as exc:  # onnxruntime errors have no common base class
+        raise ModelError(f"{where}: onnxruntime cannot run the original model ({first_line(exc)})") from exc

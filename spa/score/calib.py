@@ -1,0 +1,243 @@
+"""Calibration data: read it, run the model on it, and measure what the data-using
+criteria need at every Conv, Gemm and MatMul that reads a weight:
+
+- the mean and variance of each input channel (obs, hessian, and the bias fold);
+- for taylor, E[x_c * g_c] per input channel, g = d(||y||^2 / 2)/dx the gradient of
+  the layer's output energy with respect to its input (a transposed convolution or a
+  matrix product of the measured output y with the weight).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import onnx
+
+from ..errors import UsageError, first_line
+from ..rules import data_axis
+from ..runtime import session
+from .moments import ChannelStats
+from .weights import weight
+
+CHUNK = 16  # samples per onnxruntime run
+MAX_COV = 4096  # channels up to which the full input covariance is measured
+
+
+def read(src, proto) -> dict:
+    """{input name: array} from an .npz file, a folder of <input name>.npy files or a dict,
+    checked against the model's inputs (names, ranks, fixed dims) and cast to their types."""
+    if isinstance(src, dict):
+        return _checked({k: np.asarray(v) for k, v in src.items()}, proto, "<calib>")
+    path = os.fspath(src)
+    try:
+        if os.path.isdir(path):
+            data = {f[:-4]: np.load(os.path.join(path, f), allow_pickle=False)
+                    for f in sorted(os.listdir(path)) if f.endswith(".npy")}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--calib {path}: cannot read calibration data ({first_line(exc, 120)})") from None
+    return _checked(data, proto, path)
+
+
+def _checked(data, proto, path):
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [vi for vi in proto.graph.input if vi.name not in inits]
+    names = {vi.name for vi in inputs}
+    if set(data) - names:
+        raise UsageError(f"--calib {path}: unknown input(s) {', '.join(sorted(set(data) - names))}")
+    if names - set(data):
+        raise UsageError(f"--calib {path}: no data for input(s) {', '.join(sorted(names - set(data)))}")
+    out, batch = {}, None
+    for vi in inputs:
+        a = data[vi.name]
+        dims = vi.type.tensor_type.shape.dim
+        if a.ndim != len(dims) or any(d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != n
+                                      for d, n in zip(dims[1:], a.shape[1:])):
+            want = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+            raise UsageError(f"--calib {path}: input {vi.name!r} has shape {list(a.shape)}, the model wants {want}")
+        if a.ndim == 0 or (batch is not None and a.shape[0] != batch):
+            raise UsageError(f"--calib {path}: every input needs the same number of samples on axis 0")
+        batch = a.shape[0]
+        out[vi.name] = a.astype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    if not batch:
+        raise UsageError(f"--calib {path}: the calibration data has no samples")
+    return out
+
+
+def layers(cg):
+    """(node, weight, input axis) of every Conv, Gemm and MatMul whose input 1 is a weight."""
+    ctx, out = cg.ctx, []
+    for node in cg.model.graph.nodes:
+        axis = data_axis(node)
+        if axis is None or len(node.inputs) < 2:
+            continue
+        w = weight(ctx, node.inputs[1])
+        x = node.inputs[0]
+        if w is None or w.dtype.kind != "f" or ctx.rank(x) is None:
+            continue
+        out.append((node, w, axis % ctx.rank(x)))
+    return out
+
+
+def fixed_batch(proto) -> int | None:
+    """The batch size every graph input fixes on axis 0, or None."""
+    inits = {t.name for t in proto.graph.initializer}
+    dims = {vi.type.tensor_type.shape.dim[0].dim_value if vi.type.tensor_type.shape.dim else 0
+            for vi in proto.graph.input if vi.name not in inits}
+    return dims.pop() if len(dims) == 1 and min(dims) > 0 else None
+
+
+def _grad_model(layers, opset):
+    """One model computing g = d(||y||^2/2)/dx for every Conv (ConvTranspose of y with W)."""
+    nodes, inputs, outputs, inits = [], [], [], []
+    for k, (node, w, _) in enumerate(layers):
+        if node.op != "Conv":
+            continue
+        a = node.attrs
+        nd = w.ndim - 2
+        attrs = {"group": int(a.get("group", 1)), "strides": list(a.get("strides", [1] * nd)),
+                 "dilations": list(a.get("dilations", [1] * nd)), "pads": list(a.get("pads", [0] * 2 * nd))}
+        if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            continue
+        y = f"y{k}"
+        inits.append(onnx.numpy_helper.from_array(np.asarray(w, np.float32), f"w{k}"))
+        nodes.append(onnx.helper.make_node("ConvTranspose", [y, f"w{k}"], [f"t{k}"], **attrs))
+        inputs.append(onnx.helper.make_tensor_value_info(y, onnx.TensorProto.FLOAT, None))
+        outputs.append(onnx.ValueInfoProto(name=f"t{k}"))
+    if not nodes:
+        return None
+    graph = onnx.helper.make_graph(nodes, "grads", inputs, outputs, inits)
+    ids = [onnx.helper.make_opsetid("", max(opset, 11))]
+    return onnx.helper.make_model(graph, opset_imports=ids, ir_version=onnx.helper.find_min_ir_version_for(ids))
+
+
+def _beside_data(proto, m, tmp):
+    """A path to `proto` in folder `tmp`, with the model's external data files at the same
+    relative places (onnxruntime reads external data relative to the model): hard links,
+    or copies across file systems. Not symbolic links: onnxruntime 1.31 resolves them and
+    refuses data outside the model's folder."""
+    for path in m.store.paths:
+        dest = os.path.join(tmp, os.path.relpath(path, m.store.base))
+        os.makedirs(os.path.dirname(dest) or tmp, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copyfile(path, dest)
+    out = os.path.join(tmp, "model.onnx")
+    onnx.save(proto, out)
+    return out
+
+
+def _fit(t, shape):
+    """Crop or zero-pad a transposed convolution's output to the input's spatial shape."""
+    out = np.zeros(shape, np.float64)
+    idx = tuple(slice(0, min(a, b)) for a, b in zip(shape, t.shape))
+    out[idx] = t[idx]
+    return out
+
+
+class Measured(ChannelStats):
+    """Channel statistics of every layer input, measured on calibration data; `xg(node)`
+    gives taylor's E[x_c * g_c] per input channel of a layer, or None."""
+
+    def __init__(self, cg, feeds, grads=False):
+        m = cg.model
+        self.ctx = cg.ctx
+        found = layers(cg)
+        want = {node.inputs[0].name for node, _, _ in found}
+        if grads:
+            want |= {node.outputs[0].name for node, _, _ in found}
+        proto = onnx.ModelProto()
+        proto.CopyFrom(m.proto)
+        have = {o.name for o in proto.graph.output}
+        proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(want - have))
+        with tempfile.TemporaryDirectory(prefix="spa-calib-") as tmp:
+            try:
+                sess = session(_beside_data(proto, m, tmp) if m.external else proto)
+            except Exception as exc:  # onnxruntime errors have no common base class
+                raise UsageError(f"--calib: onnxruntime cannot load the model with its layer inputs as outputs "
+                                 f"({first_line(exc, 160)})") from None
+        names = [o.name for o in sess.get_outputs()]
+        gsess = None
+        if grads:
+            gm = _grad_model(found, m.opset)
+            gsess = session(gm) if gm is not None else None
+        sums, self._xg, self._cross = {}, {}, {}
+        fixed = fixed_batch(m.proto)
+        step = fixed or CHUNK
+        n = len(next(iter(feeds.values())))
+        if fixed and n >= fixed:  # whole batches only
+            n -= n % fixed
+        for start in range(0, n, step):
+            chunk = {k: v[start:start + step] for k, v in feeds.items()}
+            try:
+                acts = dict(zip(names, sess.run(names, chunk)))
+            except Exception as exc:  # onnxruntime errors have no common base class
+                raise UsageError(f"--calib: onnxruntime cannot run the model on the calibration data "
+                                 f"({first_line(exc, 160)})") from None
+            conv_ys, seen = {}, set()
+            for k, (node, w, axis) in enumerate(found):
+                x = acts[node.inputs[0].name].astype(np.float64)
+                key = (node.inputs[0].name, axis)
+                if key not in seen:  # several layers may read one tensor
+                    seen.add(key)
+                    flat = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+                    s = sums.setdefault(key, np.zeros((3, flat.shape[1])))
+                    s += [flat.sum(0), (flat * flat).sum(0), np.full(flat.shape[1], len(flat))]
+                    if flat.shape[1] <= MAX_COV:
+                        self._cross[key] = self._cross.get(key, 0) + flat.T @ flat
+                if grads and node.op == "Conv":
+                    conv_ys[f"y{k}"] = acts[node.outputs[0].name].astype(np.float32)
+                elif grads:
+                    self._add_xg(node, x, self._linear_grad(node, w, acts[node.outputs[0].name]), axis)
+            if conv_ys and gsess is not None:
+                feed = {i.name: conv_ys[i.name] for i in gsess.get_inputs()}
+                for o, t in zip(gsess.get_outputs(), gsess.run(None, feed)):
+                    k = int(o.name[1:])
+                    node, _, axis = found[k]
+                    x = acts[node.inputs[0].name].astype(np.float64)
+                    self._add_xg(node, x, _fit(t, x.shape), axis)
+        self.map = {}
+        for (name, axis), (s1, s2, cnt) in sums.items():
+            mean = s1 / cnt
+            self.map[name] = (axis, mean, np.maximum(s2 / cnt - mean * mean, 0))
+        self._xg = {k: v[0] / v[1] for k, v in self._xg.items()}
+        self._cov = {}
+        for key, cross in self._cross.items():
+            s1, _, cnt = sums[key]
+            mean = s1 / cnt
+            cov = cross / cnt[0] - np.outer(mean, mean)
+            if np.all(np.isfinite(cov)):  # data with inf or NaN: no regression on it
+                self._cov[key] = cov
+        del self._cross
+
+    def cov(self, t, axis, n):
+        c = self._cov.get((t.name, axis % (self.ctx.rank(t) or 1)))
+        return c if c is not None and len(c) == n else None
+
+    @staticmethod
+    def _linear_grad(node, w, y):
+        """d(||y||^2/2)/dx for y = x @ W (MatMul) or Gemm's alpha * A @ op(B)."""
+        y = y.astype(np.float64)
+        w = w.astype(np.float64)
+        if node.op == "MatMul":
+            return y @ w.T if w.ndim == 2 else None
+        b = w.T if node.attrs.get("transB", 0) else w  # A @ b
+        g = float(node.attrs.get("alpha", 1.0)) * (y @ b.T)
+        return g.T if node.attrs.get("transA", 0) else g
+
+    def _add_xg(self, node, x, g, axis):
+        if g is None or g.shape != x.shape:
+            return
+        prod = np.moveaxis(x * g, axis, -1).reshape(-1, x.shape[axis])
+        acc = self._xg.setdefault(node.name, [np.zeros(x.shape[axis]), 0])
+        acc[0] += prod.sum(0)
+        acc[1] += len(prod)
+
+    def xg(self, node):
+        return self._xg.get(node.name)

@@ -1,0 +1,43 @@
+"""The masked-equivalence oracle: the original model with what the removed channels
+contribute zeroed, and the prune's compensation replayed."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..edit import apply_shift, export, write_const
+from ..io import load
+from ..rules import Ctx
+
+
+def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
+    """The original model with every removed channel's consumer slices zeroed.
+
+    Args:
+        original: the unpruned model.
+        sinks: (tensor name, axis, indices) of the parameter slices that read removed channels.
+        updates: the compensation a prune applied (PruneResult.updates, compensate.Update).
+
+    Returns:
+        A model whose outputs should equal the pruned model's.
+    """
+    model = load(original)
+    ctx = Ctx(model)
+    values = {}
+    for name, axis, idx in sinks:  # one tensor may be cut by several groups (heads and head_dim)
+        value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
+        index = [slice(None)] * value.ndim
+        index[axis] = np.asarray(idx)
+        value[tuple(index)] = 0
+    for kind, name, delta in updates:
+        if kind == "weight":
+            value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
+            value[...] = value.astype(np.float64) + delta
+    for name, value in values.items():
+        write_const(ctx, ctx.tensors[name], value)
+    nodes = {n.outputs[0].name: n for n in model.graph.nodes if n.outputs}
+    for kind, name, value in updates:
+        if kind != "weight":
+            apply_shift(ctx, nodes[name], np.asarray(value))
+    return export(model, model.graph)
