@@ -187,11 +187,29 @@ class Rule:
     def shrink(self, node, ctx: Ctx, keep: dict) -> None:
         """Update attributes and shape constants; `keep` maps space -> kept indices."""
 
+    def macs(self, node, ctx: Ctx) -> tuple:
+        """(multiply-accumulates at the loaded shapes, factor spaces): the op's MACs
+        scale with kept / size of each factor space, so a plan's MACs can be predicted
+        exactly. (0, ()) for ops without MACs. Symbolic dims count as 1."""
+        return 0, ()
+
     def data_axis(self, node) -> int | None:
         """The channel axis of input 0 that a weight (input 1) contracts, for the ops
         whose weight the statistics, compensation and recovery read (Conv, Gemm,
         MatMul); None for every other op."""
         return None
+
+
+def volume(shape) -> int | None:
+    """Elements of a shape (symbolic dims count as 1), or None for an unknown shape."""
+    if shape is None:
+        return None
+    return int(np.prod([d if isinstance(d, int) else 1 for d in shape], dtype=np.int64))
+
+
+def output_spaces(ctx: Ctx, t) -> list:
+    """Every axis of a tensor as a space."""
+    return [(t.name, a) for a in range(ctx.rank(t) or 0)]
 
 
 def normalize_axis(axis, rank):

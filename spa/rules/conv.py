@@ -10,7 +10,7 @@ shrinks; depthwise is the case of one input channel per group.
 
 import numpy as np
 
-from .base import Flow, Rule
+from .base import Flow, Rule, output_spaces, volume
 from .registry import register
 
 
@@ -72,6 +72,22 @@ def _couple(node, flow: Flow, w_in, w_out):
         flow.param(b, 0, "out")
 
 
+def _macs(node, ctx, big, small):
+    """One weight tap per element of `big` (a Conv's output, a ConvTranspose's input) and
+    per weight element beyond axis 0. With group 1, or pruning inside a few wide groups,
+    the MACs scale with both channel counts; when whole conv groups go (depthwise and
+    many narrow groups) input and output channels go together and count once."""
+    ws, x, y = ctx.shape(node.inputs[1]), node.inputs[0], node.outputs[0]
+    n, m = volume(ctx.shape(big)), volume(ws[1:] if ws is not None else None)
+    if n is None or m is None:
+        return 0, ()
+    g, cin, cout = int(node.attrs.get("group", 1)), ctx.dim(x, 1), ctx.dim(y, 1)
+    spaces = output_spaces(ctx, big)
+    if g == 1 or (cin and cout and within_groups(cin, cout, g)):
+        spaces.append((small.name, 1))
+    return n * m, tuple(spaces)
+
+
 def _shrink_group(node, ctx, keep):
     g = int(node.attrs.get("group", 1))
     y = node.outputs[0]
@@ -91,6 +107,9 @@ class Conv(Rule):
     def data_axis(self, node):
         return 1
 
+    def macs(self, node, ctx):
+        return _macs(node, ctx, node.outputs[0], node.inputs[0])
+
     def shrink(self, node, ctx, keep):
         _shrink_group(node, ctx, keep)
 
@@ -101,6 +120,9 @@ class ConvTranspose(Rule):
 
     def couple(self, node, flow):
         _couple(node, flow, w_in=0, w_out=1)
+
+    def macs(self, node, ctx):
+        return _macs(node, ctx, node.inputs[0], node.outputs[0])
 
     def shrink(self, node, ctx, keep):
         _shrink_group(node, ctx, keep)

@@ -2,7 +2,7 @@
 produces the output's ("out"). A product of two activations keeps its batch, row
 and column axes but refuses the contracted axis."""
 
-from .base import Rule, broadcast
+from .base import Rule, broadcast, output_spaces, volume
 from .registry import register
 
 TWO_ACTIVATIONS = "{op} of two activations contracts axis {axis}"
@@ -38,6 +38,15 @@ class Gemm(Rule):
     def data_axis(self, node):
         return 0 if node.attrs.get("transA", 0) else 1
 
+    def macs(self, node, ctx):
+        """M x N x K: every output axis and the contracted axis of A scale it."""
+        a, y = node.inputs[0], node.outputs[0]
+        k = 0 if node.attrs.get("transA", 0) else 1
+        n, kk = volume(ctx.shape(y)), ctx.dim(a, k)
+        if n is None or ctx.rank(a) != 2:
+            return 0, ()
+        return n * (kk if isinstance(kk, int) else 1), tuple(output_spaces(ctx, y) + [(a.name, k)])
+
 
 @register
 class MatMul(Rule):
@@ -45,6 +54,17 @@ class MatMul(Rule):
 
     def data_axis(self, node):
         return -1
+
+    def macs(self, node, ctx):
+        """Every output element sums over the contracted axis (a weight product, or two
+        activations: attention); every output axis and that axis scale it."""
+        a, y = node.inputs[0], node.outputs[0]
+        ra, ry = ctx.rank(a), ctx.rank(y)
+        n = volume(ctx.shape(y))
+        if n is None or ra is None or ry is None or ra < 2 or ry < 2:
+            return 0, ()
+        kk = ctx.dim(a, ra - 1)
+        return n * (kk if isinstance(kk, int) else 1), tuple(output_spaces(ctx, y) + [(a.name, ra - 1)])
 
     def couple(self, node, flow):
         a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
