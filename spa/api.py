@@ -22,6 +22,7 @@ from .verify import verify as check_pruned
 EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
 OBSPA_MAX_BYTES = 2 ** 31  # weight data up to which the default criterion is obspa
 KINDS = ("heads", "head_dim", "mlp", "hidden")
+TARGET_SLACK = 0.02  # a --target-macs plan this far below its target is reported as out of reach
 UNVERIFIED = Verdict(checker=False, runs=False, outputs_match=False, deterministic=False)
 
 __all__ = ["analyze", "prune", "default_output", "default_criterion", "KINDS"]
@@ -127,7 +128,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
                     for g in c.all if g.id in plan)
     exact = all(g.kind != "hidden" for g in c.groups if g.id in plan)
     return PruneResult(where, output, before, after, changes, sum(not g.prunable for g in c.groups), len(scores),
-                       verdict, clock.times, oracle_mask(c, plan), pruned, exact, updates, criterion, keep)
+                       verdict, clock.times, oracle_mask(c, plan), pruned, exact, updates, criterion, keep,
+                       _notes(target_macs, before, after, max_ratio))
 
 
 def default_criterion(m) -> str:
@@ -224,6 +226,15 @@ def _compensate(c, stats, plan) -> tuple:
     main = {gid: ch for gid, ch in plan.items() if gid < len(c.groups)}
     removed = removed_elements(c.groups, main)
     return fold_means(c.cg, stats if stats is not None else Moments(c.cg), removed, keep_map(c.cg, removed))
+
+
+def _notes(target_macs, before, after, max_ratio) -> tuple:
+    """Say so when --target-macs stopped short: the reachable maximum with these settings."""
+    reached = 1 - after.macs / before.macs if before.macs else 0.0
+    if target_macs is None or reached >= target_macs - TARGET_SLACK:
+        return ()
+    return (f"--target-macs {target_macs:g} is out of reach: MACs fell by {reached:.1%}, the most these settings "
+            f"allow (blocked groups, --max-ratio {max_ratio:g}, --exclude)",)
 
 
 def _main_blocker(groups) -> str:

@@ -74,6 +74,7 @@ class PruneResult:
     updates: tuple = ()  # compensate.Update records: part of the oracle
     criterion: str = ""  # the importance criterion used
     keep: dict = field(default_factory=dict, repr=False, compare=False)  # {(tensor, axis): kept indices}
+    notes: tuple = ()  # what the user should know about the result (a MACs target out of reach)
 
     @property
     def macs_reduction(self):

@@ -21,7 +21,8 @@ def prune_text(r) -> str:
     where = r.output or "(not written)"
     checks = ("verified: checker, onnxruntime run, outputs unchanged, deterministic" if r.verdict.checker
               else "not verified")
-    return f"{out}\n\ncriterion: {r.criterion}\n{checks}\nwrote {where}"
+    notes = "".join(f"note: {n}\n" for n in r.notes)
+    return f"{out}\n\ncriterion: {r.criterion}\n{notes}{checks}\nwrote {where}"
 
 
 def analysis_text(an, verbose=False) -> str:

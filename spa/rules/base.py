@@ -4,6 +4,19 @@ A *space* is one axis of one tensor, written (tensor name, axis). A rule's `coup
 links elements of spaces together (element i of space A must go with element j of
 space B) and marks which spaces it *handles*. Any axis of a node's tensor that the
 rule does not handle blocks every channel group that reaches it.
+
+Adding an op (the checklist):
+1. Copy the closest rule family in this package (elementwise.py for a pass-through op,
+   gemm.py for an op with a weight, slicing.py for offsets) and register a Rule subclass
+   for the op type(s) with @register; a new family file also goes into FAMILIES in
+   rules/__init__.py (tests/rules/test_registry.py fails otherwise).
+2. `couple`: link each axis that carries channels with Flow.identity / offset / block /
+   pairs; mark weight axes with Flow.param(t, axis, "in" | "out" | "elem" | "stat"); leave
+   an axis unhandled, or Flow.refuse it with a reason, when channels cannot pass.
+3. `shrink`: update attributes and shape constants from `keep` (parameters are sliced for you).
+4. Ops with multiply-accumulates: `macs`; ops whose weight the statistics read: `data_axis`.
+5. Test: copy a case of tests/rules/test_elementwise.py: build the op between two convs
+   (spa.testing.graphs), prune, and check the masked-equivalence oracle.
 """
 
 from __future__ import annotations

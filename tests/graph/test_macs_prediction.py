@@ -82,3 +82,9 @@ def test_two_group_conv_share_counts_its_inputs():
 def test_target_macs_lands_near_the_target(criterion):
     r = spa.prune(two_group_block(width=64), target_macs=0.3, criterion=criterion, round_to=1)
     assert 0.28 <= r.macs_reduction <= 0.32
+
+
+def test_target_out_of_reach_says_so():
+    r = spa.prune(two_group_block(width=16), target_macs=0.9, criterion="l2")
+    assert r.macs_reduction < 0.88
+    assert len(r.notes) == 1 and "out of reach" in r.notes[0] and f"{r.macs_reduction:.1%}" in r.notes[0]
