@@ -115,10 +115,11 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("plan")
     if compensate is None:
         compensate = criterion in ("obspa", "obs")
-    updates = _compensate(c, stats, plan) if compensate else ()
+    edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
+    updates = _compensate(edited, c, stats, plan) if compensate else ()
     try:
         write = _write_external if external else _write_proto
-        pruned, verdict, size = write(m, c.cg, keep, output, feeds, reference, clock)
+        pruned, verdict, size = write(m, edited, keep, output, feeds, reference, clock)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     pm = load(output if external else pruned, m.input_shapes, checked=reference is not None, dynamic=False)
@@ -220,12 +221,12 @@ def _score(m, c, criterion, reduce, seed, calib):
     return stats, scores
 
 
-def _compensate(c, stats, plan) -> tuple:
-    """Fold what the removed channels contributed into the weights that stay (bias
-    folds follow the main graph's groups only); the updates, for the masked oracle."""
+def _compensate(edited, c, stats, plan) -> tuple:
+    """Fold what the removed channels contributed into the weights of `edited` that stay
+    (bias folds follow the main graph's groups only); the updates, for the masked oracle."""
     main = {gid: ch for gid, ch in plan.items() if gid < len(c.groups)}
     removed = removed_elements(c.groups, main)
-    return fold_means(c.cg, stats if stats is not None else Moments(c.cg), removed, keep_map(c.cg, removed))
+    return fold_means(edited, stats if stats is not None else Moments(c.cg), removed, keep_map(c.cg, removed))
 
 
 def _notes(target_macs, before, after, max_ratio) -> tuple:

@@ -9,7 +9,7 @@ index arrays `ia`/`ib`: element ia[k] of space `a` goes with ib[k] of the other 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import onnx_graphsurgeon as gs
@@ -25,6 +25,14 @@ class ChannelGraph:
     g: nx.MultiGraph
     flows: list  # (gs node, rule or None, Flow) in graph order
     same: list  # (space a, space b, factor, reason): b must keep factor times a's elements
+
+    def copy(self) -> "ChannelGraph":
+        """The same channel graph over a copy of the model's graph (weights shared until
+        replaced): compensation and rewrite edit a copy, so this one can plan again."""
+        graph = self.model.graph.copy()
+        model = replace(self.model, graph=graph)
+        flows = [(node, rule, flow) for node, (_, rule, flow) in zip(graph.nodes, self.flows)]
+        return ChannelGraph(model, Ctx(model, self.ctx.inner), self.g, flows, self.same)
 
 
 def build(model: Model, inner: bool = False) -> ChannelGraph:

@@ -40,7 +40,6 @@ class Model:
     dynamic: set = field(default_factory=set)  # (tensor, axis) whose size follows a dynamic input dim
     probe_shapes: dict | None = None  # input shapes with non-leading dynamic dims grown by BUMP, where valid
     store: Store | None = None  # external data: lazily mapped, read-only
-    _consts: dict = field(default_factory=dict, repr=False)
 
     @property
     def external(self) -> bool:
