@@ -9,8 +9,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 import spa
-from graphs import ALL
-from oracle import assert_oracle
+from spa.testing.nets import ALL
+from spa.testing.oracle import assert_oracle
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

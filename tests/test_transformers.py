@@ -3,7 +3,7 @@ Llama with grouped-query attention and a Whisper encoder, each exported by both 
 exporters (TorchScript `ts`, opset 17; torch.export `dynamo`, opset 18).
 
 Needs no torch or transformers: the committed files are weightless and get seeded random
-weights (tests/zoo.py). Every model is pruned at input shape batch 1, sequence 7, then run
+weights (spa.testing.zoo). Every model is pruned at input shape batch 1, sequence 7, then run
 at batch 2 with sequence 7 and 64.
 
 `python tests/test_transformers.py` prints a summary table (groups, MACs reduction, oracle).
@@ -11,18 +11,16 @@ at batch 2 with sequence 7 and 64.
 
 import functools
 import os
-import sys
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spa  # noqa: E402
-import zoo  # noqa: E402
-from spa.io import load as spa_load  # noqa: E402
-from spa.rules.base import Ctx  # noqa: E402
-from spa.runtime import run  # noqa: E402
+import spa
+from spa.io import load as spa_load
+from spa.rules.base import Ctx
+from spa.runtime import run
+from spa.testing import zoo
 
 EXPORTS = list(zoo.exports())
 IDS = [f"{name}-{exporter}" for name, exporter, _, _ in EXPORTS]

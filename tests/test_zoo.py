@@ -15,7 +15,7 @@ import pytest
 
 import spa
 from spa.runtime import random_inputs, run
-from zoo import ZOO, fill, manifest
+from spa.testing.zoo import ZOO, fill, manifest
 
 TORCHVISION = os.path.join(ZOO, "torchvision")
 REAL = os.path.join(ZOO, "real")

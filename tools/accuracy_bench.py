@@ -62,10 +62,9 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import bench_models as bm  # noqa: E402  (a sibling: tools/ is the script's folder)
 import spa  # noqa: E402
 import spa.score.criteria  # noqa: E402
-from tools import bench_models as bm  # noqa: E402
 
 CACHE_VERSION = "v1"  # bump when a model definition or its training changes
 MNIST = ("resnet", "vgg", "mobilenet", "vit")
@@ -246,7 +245,7 @@ def section_markdown(res, section, base, settings, metric, digits, scale, extra_
 
 # -- MNIST ------------------------------------------------------------------------------------
 def mnist_data():
-    from tools.mnist import load_mnist
+    from mnist import load_mnist
     xtr, ytr, xte, yte = load_mnist()
     return bm.normalise(xtr), ytr.astype(np.int64), bm.normalise(xte), yte.astype(np.int64)
 
@@ -449,7 +448,7 @@ class Bench:
 
     # -- ImageNet MobileNetV2
     def mobilenetv2(self):
-        from tools.photos import photo_batch
+        from photos import photo_batch
         section = "ImageNet MobileNetV2"
         log(f"  {section}")
         cache = cache_dir() / f"photos_{CACHE_VERSION}_{self.args.photos}.npz"

@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.models_torch import ViT  # noqa: E402
-from tools.models_torch import ConvBNReLU as ConvBNReLU6  # noqa: E402
-from tools.models_torch import InvertedResidual  # noqa: E402
-from tools.models_torch import MobileNetV2 as TorchvisionMobileNetV2  # noqa: E402
+from models_torch import ViT  # a sibling: tools/ is the script's folder
+from models_torch import ConvBNReLU as ConvBNReLU6
+from models_torch import InvertedResidual
+from models_torch import MobileNetV2 as TorchvisionMobileNetV2
 
 MEAN, STD = 0.1307, 0.3081  # as tools/train_mnist.py
 
@@ -147,7 +144,7 @@ def classifier(model, name):
 
 def attention_heads(model):
     """{Linear: heads} for Torch-Pruning's num_heads (the ViT's q/k/v)."""
-    from tools.models_torch import Attention
+    from models_torch import Attention
     out = {}
     for m in model.modules():
         if isinstance(m, Attention):

@@ -5,7 +5,7 @@
     python tools/coverage.py --no-real --exporters ts
 
 Zoo models (models/zoo/*/manifest.json, weightless) get seeded random weights
-(tools/zoo_format.fill, seed 0); real models come from tools/real_models.py (fetched into
+(spa.testing.zoo.fill, seed 0); real models come from tools/real_models.py (fetched into
 ~/.cache/spa/real; onnx's Caffe2 `light_*` models get seeded random weights in place of
 their constant fills, so that channels differ). Each model is pruned with
 `spa.prune(ratio=0.3)` (L2, local; `--criterion` picks another) in its own process with a time limit
@@ -91,8 +91,7 @@ def zoo_entries(zoo=ZOO, exporters=None, families=None):
 
 
 def real_entries(download=True):
-    sys.path.insert(0, HERE)
-    import real_models
+    import real_models  # a sibling: tools/ is the script's folder
 
     return [{"name": name, "source": info["framework"], "kind": "real", "path": info["path"],
              "input_shapes": info["input_shapes"]}
@@ -130,8 +129,7 @@ def _load(job):
 
     model = onnx.load(job["path"])
     if job["kind"] == "zoo":
-        sys.path.insert(0, HERE)
-        from zoo_format import fill
+        from spa.testing.zoo import fill
 
         return fill(model, 0)
     if os.path.basename(job["path"]).startswith("light_"):

@@ -166,8 +166,7 @@ def export_one(name, exporter, crop, out_dir):
     import onnx
     import torch
 
-    sys.path.insert(0, HERE)
-    from zoo_format import strip
+    from spa.testing.zoo import strip
 
     torch.set_num_threads(int(os.environ.get("ZOO_THREADS", "1")))
     path = os.path.join(out_dir, f"{name}_{exporter}.onnx")

@@ -7,7 +7,7 @@ build directory. They are copied into a cache directory (default
 ``~/.cache/spa/mnist``, overridable with ``$SPA_MNIST_DIR``) and parsed with
 numpy.
 
-    from tools.mnist import load_mnist
+    from mnist import load_mnist   # in a script of tools/
     x_train, y_train, x_test, y_test = load_mnist()   # uint8, [N,28,28] / [N]
 """
 

@@ -7,7 +7,7 @@ standard resize-256/centre-crop-224 view, its mirror image, then crops of 25-100
 area with aspect ratio 3/4-4/3 from a seeded generator, mirrored at random, resized to
 224x224 (bilinear). Normalised with the ImageNet mean and standard deviation.
 
-    from tools.photos import photo_batch
+    from photos import photo_batch   # in a script of tools/
     x, names = photo_batch(200)          # float32 [200,3,224,224], "photo#view" names
 
 Needs scikit-image, scikit-learn, matplotlib and Pillow (bench-only).

@@ -123,8 +123,7 @@ def export_mobilenet(cache=CACHE, quiet=False):
         import torch
     except ImportError:
         return {}
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from models_torch import MobileNetV2
+    from models_torch import MobileNetV2  # a sibling: tools/ is the script's folder
 
     os.makedirs(cache, exist_ok=True)
     paths = {e: os.path.join(cache, f"mobilenet_v2_imagenet_{e}.onnx") for e in MOBILENET_EXPORTERS}

@@ -13,13 +13,11 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models_torch  # a sibling: tools/ is the script's folder
 
-import models_torch  # noqa: E402
-
-import spa  # noqa: E402
-from spa.measure.bench import BenchSettings, bench, block_warnings, cpu_block_size  # noqa: E402
-from spa.report import table  # noqa: E402
+import spa
+from spa.measure.bench import BenchSettings, bench, block_warnings, cpu_block_size
+from spa.report import table
 
 
 def main():

@@ -25,18 +25,16 @@ import time
 import warnings
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models_torch  # a sibling: tools/ is the script's folder
+import onnxruntime as ort
 
-import models_torch  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-import spa  # noqa: E402
-from spa.measure.bench import BenchSettings, bench, cpu_info  # noqa: E402
-from spa.errors import NothingToPrune  # noqa: E402
-from spa.io import load  # noqa: E402
-from spa.graph.macs import param_count, total_macs  # noqa: E402
-from spa.report import table  # noqa: E402
-from spa.rules.base import Ctx  # noqa: E402
+import spa
+from spa.errors import NothingToPrune
+from spa.graph.macs import param_count, total_macs
+from spa.io import load
+from spa.measure.bench import BenchSettings, bench, cpu_info
+from spa.report import table
+from spa.rules.base import Ctx
 
 BOUND = 1.15
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,8 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tools.mnist import load_mnist  # noqa: E402
+from mnist import load_mnist  # a sibling: tools/ is the script's folder
 
 MEAN, STD = 0.1307, 0.3081
 SEED = 0

@@ -7,7 +7,9 @@ from onnx import TensorProto, helper
 
 import spa
 
-from .helpers import G, check_oracle, group_with, input_value, node, producer, sandwich, shape, value
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import group_with, input_value, node, producer, shape, value
+from spa.testing.oracle import check_oracle
 
 
 def _bn_mul(g, x):
@@ -34,7 +36,7 @@ def test_weights_from_constant_nodes(weights, op):
 
 
 def test_constant_node_reshape_target_rewritten():
-    g = G(weights="constant")
+    g = Graph(weights="constant")
     x = g.conv("input", 3, 8, name="conv0", strides=[2, 2])
     x = g.op("Reshape", [x, g.ints("target", [-1, 128])], name="rs")
     m = g.model({"input": ["N", 3, 8, 8]}, [g.gemm(g.op("Relu", [x]), 128, 5, name="fc")])

@@ -4,7 +4,9 @@ import pytest
 
 import spa
 
-from .helpers import attr, check_oracle, group_with, sandwich, shape
+from spa.testing.graphs import sandwich
+from spa.testing.lookup import attr, group_with, shape
+from spa.testing.oracle import check_oracle
 
 
 @pytest.mark.parametrize("spatial", [(16,), (8, 8), (4, 4, 4)], ids=["1d", "2d", "3d"])

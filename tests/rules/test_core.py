@@ -2,7 +2,9 @@
 
 import spa
 
-from .helpers import G, check_oracle, group_with, sandwich
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import group_with
+from spa.testing.oracle import check_oracle
 
 
 def test_output_declared_less_specific_than_inferred():
@@ -15,7 +17,7 @@ def test_output_declared_less_specific_than_inferred():
 
 def test_input_shapes_reach_shape_inference():
     """Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])) with a symbolic batch made concrete."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0", strides=[2, 2])
     n = g.op("Unsqueeze", [g.op("Gather", [g.op("Shape", [x]), g.ints("zero", 0)], axis=0), g.ints("ax", [0])])
     x = g.op("Reshape", [x, g.op("Concat", [n, g.ints("rest", [-1])], axis=0)])

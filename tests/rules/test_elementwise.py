@@ -7,7 +7,9 @@ from onnx import TensorProto
 
 import spa
 
-from .helpers import check_oracle, group_with, sandwich, shape
+from spa.testing.graphs import sandwich
+from spa.testing.lookup import group_with, shape
+from spa.testing.oracle import check_oracle
 
 # op -> the opset it needs (17 otherwise)
 UNARY_OPSET = {"Gelu": 20, "Mish": 18}

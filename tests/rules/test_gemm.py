@@ -6,12 +6,14 @@ import pytest
 
 import spa
 
-from .helpers import G, check_oracle, group_with, sandwich, shape, value
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import group_with, shape, value
+from spa.testing.oracle import check_oracle
 
 
 def _head(trans_b, bias_shape):
     """input -> Conv(3->8) -> GAP -> Flatten -> Gemm(8->6, transB) -> Relu -> Gemm(6->5)."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
     w = g.w("h_w", *((6, 8) if trans_b else (8, 6)))
@@ -36,7 +38,7 @@ def test_gemm_trans_b(trans_b, bias_shape):
 
 def test_gemm_constant_a():
     """y[H, N] = W[H, D] @ x^T[D, N] + c[H, 1]: the weight is the first operand."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
     xt = g.op("Transpose", [x], perm=[1, 0])
@@ -49,7 +51,7 @@ def test_gemm_constant_a():
 
 
 def test_matmul_constant_right():
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
     y = g.op("Add", [g.op("MatMul", [x, g.w("mm_w", 8, 6)]), g.w("mm_b", 6, scale=0.1)])
@@ -119,7 +121,7 @@ def test_matmul_two_activations_refuses_contracted_axis():
 
 
 def test_gemm_two_activations_refuses_contracted_axis():
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
     y = g.op("Gemm", [x, x], transB=1)
@@ -131,7 +133,7 @@ def test_gemm_two_activations_refuses_contracted_axis():
 
 
 def test_matmul_sliced_values_follow_kept_channels():
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
     y = g.op("Add", [g.op("MatMul", [x, g.w("mm_w", 8, 6)]), g.w("mm_b", 6, scale=0.1)])

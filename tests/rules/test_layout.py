@@ -6,7 +6,9 @@ from onnx import TensorProto
 
 import spa
 
-from .helpers import G, check_oracle, group_with, sandwich, shape
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import group_with, shape
+from spa.testing.oracle import check_oracle
 
 
 def _blocked(m, text):
@@ -59,7 +61,7 @@ def test_unsqueeze_squeeze(opset):
 
 def test_squeeze_into_gemm_and_unsqueeze_into_conv():
     """GAP [N,C,1,1] -> Squeeze -> [N,C] -> Gemm -> Unsqueeze -> [N,D,1,1] -> Conv 1x1."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Squeeze", [g.op("GlobalAveragePool", [x]), g.ints("ax", [2, 3])])
     x = g.op("Unsqueeze", [g.gemm(x, 8, 6, name="h"), g.ints("ax2", [2, 3])])
@@ -78,7 +80,7 @@ def test_reduce_mean_spatial(keepdims, opset):
             return g.op(op, [x, g.ints("axes", ax)], keepdims=keepdims)
         return g.op(op, [x], axes=ax, keepdims=keepdims)
 
-    g = G(opset=opset)
+    g = Graph(opset=opset)
     x = g.conv("input", 3, 8, name="conv0")
     x = axes(g, x, "ReduceMean", [2, 3])  # [N, 8] or [N, 8, 1, 1]
     if keepdims:

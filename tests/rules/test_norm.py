@@ -6,7 +6,9 @@ import pytest
 
 import spa
 
-from .helpers import attr, check_oracle, group_with, sandwich, shape
+from spa.testing.graphs import sandwich
+from spa.testing.lookup import attr, group_with, shape
+from spa.testing.oracle import check_oracle
 
 
 def _bn(g, x):
@@ -68,7 +70,8 @@ def test_group_normalization_prunes_whole_groups(num_groups, ratio, kept_groups)
 
 def test_group_normalization_runs_in_onnxruntime():
     """The opset-21 test model itself is valid: onnxruntime runs it."""
-    from .helpers import feeds, run
+    from spa.runtime import run
+    from spa.testing.oracle import feeds
     m = _group_norm(4)
     out = run(m, feeds(m))["fc"]
     assert out.shape == (2, 5) and np.all(np.isfinite(out))

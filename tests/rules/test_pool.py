@@ -6,7 +6,9 @@ import pytest
 
 import spa
 
-from .helpers import check_oracle, group_with, input_value, sandwich, shape
+from spa.testing.graphs import sandwich
+from spa.testing.lookup import group_with, input_value, shape
+from spa.testing.oracle import check_oracle
 
 POOLS = {
     "MaxPool": dict(kernel_shape=[2, 2], strides=[2, 2]),

@@ -9,7 +9,9 @@ from spa.rules import RULES
 from spa.rules.base import Rule
 from spa.rules.registry import key, register
 
-from .helpers import check_oracle, group_with, sandwich, shape
+from spa.testing.graphs import sandwich
+from spa.testing.lookup import group_with, shape
+from spa.testing.oracle import check_oracle
 
 
 def test_every_registered_op_is_an_onnx_op():

@@ -6,13 +6,15 @@ import pytest
 
 import spa
 
-from .helpers import G, check_oracle, group_with, input_value, runtime_input, sandwich, shape
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import group_with, input_value, runtime_input, shape
+from spa.testing.oracle import check_oracle
 
 
 
 def _head(reshape, batch="N"):
     """input -> Conv(3->8) s2 -> [N,8,4,4] -> reshape(g, x) -> [N,128] -> Gemm(128->5)."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0", strides=[2, 2])
     x = reshape(g, x)
     return g.model({"input": [batch, 3, 8, 8]}, [g.gemm(g.op("Relu", [x]), 128, 5, name="fc")])
@@ -77,7 +79,7 @@ def test_reshape_runtime_target_concat_explicit_size(batch):
 def test_reshape_two_dynamic_dims_keeps_them_at_run_time():
     """Concat([N], [H], [C*W]) with N and H dynamic: the static entry becomes a constant
     piece of a new Concat and is rewritten; the dynamic ones are still read at run time."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")  # [N, 8, H, 8]
     t = g.op("Transpose", [x], perm=[0, 2, 1, 3])  # [N, H, 8, 8]
     n = [g.op("Unsqueeze", [g.op("Gather", [g.op("Shape", [t]), g.ints(f"i{k}", k)], axis=0), g.ints(f"a{k}", [0])])
@@ -92,7 +94,7 @@ def test_reshape_two_dynamic_dims_keeps_them_at_run_time():
 
 def test_flatten_axis2_refuses_the_merge():
     """Flatten(axis=2) of [N,8,4,4] -> [N*8, 16]: the channel joins the batch."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0", strides=[2, 2])
     x = g.op("Flatten", [x], axis=2)
     m = g.model({"input": ["N", 3, 8, 8]}, [g.gemm(x, 16, 5, name="fc")])
@@ -128,7 +130,7 @@ def test_reshape_split_spatial_axis():
 
 def test_reshape_merge_spatial_axes_passes_channels():
     """[N,C,8,8] -> [N,C,64] -> ReduceMean(2) -> [N,C] -> Gemm."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Reshape", [x, g.ints("t", [0, 8, 64])], name="rs")
     x = g.op("ReduceMean", [x], axes=[2], keepdims=0)

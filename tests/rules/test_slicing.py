@@ -5,7 +5,9 @@ import pytest
 
 import spa
 
-from .helpers import G, attr, check_oracle, group_with, input_value, sandwich, shape
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import attr, group_with, input_value, shape
+from spa.testing.oracle import check_oracle
 
 
 
@@ -58,7 +60,7 @@ def test_concat_on_spatial_axis_couples_both_inputs():
 
 def test_concat_with_a_graph_input():
     """Concat(conv0, extra): `extra` is a second graph input only the Concat reads."""
-    g = G()
+    g = Graph()
     x = g.conv("input", 3, 8, name="conv0")
     x = g.op("Concat", [x, "extra"], axis=1)
     x = g.op("Flatten", [g.op("GlobalAveragePool", [g.conv(x, 10, 6, name="tail")])], axis=1)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from graphs import ALL
+from spa.testing.nets import ALL
 from spa.cli import main
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import spa.runtime
-from graphs import ALL
+from spa.testing.nets import ALL
 from spa.cli import main
 
 

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spa
-from graphs import ALL
-from oracle import assert_oracle
+from spa.testing.nets import ALL
+from spa.testing.oracle import assert_oracle
 
 
 @pytest.mark.parametrize("name", sorted(ALL))

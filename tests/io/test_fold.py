@@ -7,7 +7,10 @@ from onnx import TensorProto
 import spa
 from spa.io import load
 
-from .helpers import check_oracle, feeds, group_with, input_value, run, runtime_input, sandwich
+from spa.runtime import run
+from spa.testing.graphs import sandwich
+from spa.testing.lookup import group_with, input_value, runtime_input
+from spa.testing.oracle import check_oracle, feeds
 
 
 def _ops(model):

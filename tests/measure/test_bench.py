@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 import spa
-from graphs import ALL, Builder
+from spa.testing.graphs import Graph
+from spa.testing.nets import ALL
 from spa.measure.bench import (BenchSettings, DeviceError, bench, bench_text, block_warnings, cpu_block_size, cpu_info,
                        input_specs, make_session)
 from spa.cli import main
@@ -105,11 +106,11 @@ def test_cuda_unavailable_is_one_clear_error(pair):
 # -- NCHWc ------------------------------------------------------------------------------------
 def _convs(channels, group_last=1):
     """input(3) -> conv(c0) -> conv(c1) -> ... ; the last conv may be grouped."""
-    b = Builder(3)
+    b = Graph(cin=3)
     x = "input"
     for i, c in enumerate(channels):
-        x = b.relu(b.conv(x, c, group=group_last if i == len(channels) - 1 else 1))
-    return b.model([b.head(x)], "convs")
+        x = b.relu(b.conv_to(x, c, group=group_last if i == len(channels) - 1 else 1))
+    return b.image_model([b.head(x)], "convs")
 
 
 def _seen(warns):

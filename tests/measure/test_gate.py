@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import spa
-from graphs import ALL
+from spa.testing.nets import ALL
 from spa.cli import main
 from spa.errors import ModelError, UsageError
 from spa.measure.gate import Thresholds, gate, junit_xml, parse_size, read_config, thresholds

@@ -1,13 +1,10 @@
-"""Sanity checks for the tiny ONNX test models in ``graphs.py``."""
+"""Sanity checks for the tiny ONNX test models in spa.testing.nets."""
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-try:
-    from tests.graphs import ALL
-except ImportError:  # tests/ is not a package: pytest puts it on sys.path
-    from graphs import ALL
+from spa.testing.nets import ALL
 
 
 def _input(m, batch=2, seed=0):

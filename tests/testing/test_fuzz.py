@@ -1,12 +1,7 @@
-"""A 200-case slice of tools/fuzz.py (in-process, in killable workers), and checks
+"""A 200-case slice of the fuzzer (tools/fuzz.py, spa.testing.fuzz_run) (in-process, in killable workers), and checks
 that the fuzzer's own detectors fire."""
 
-import os
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import fuzz  # noqa: E402
+from spa.testing import fuzz_run as fuzz
 
 PROBLEMS = ["traceback", "hang", "crash", "internal", "leftover", "input-modified", "multiline", "bad-output"]
 

@@ -15,16 +15,14 @@ from click.testing import CliRunner
 
 import spa
 import spa.api
-from graphs import ALL
+from spa.testing.nets import ALL
 from spa.cli import main
 from spa.io.external import ExternalValues
 from spa.io import const_value, load
 from spa.io import Staged
 from spa.runtime import random_inputs, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-from memory_bench import build as build_mlp  # noqa: E402
+from spa.testing.mlp import build as build_mlp
 
 
 def digest(folder):

@@ -9,15 +9,15 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 import spa
-from graphs import ALL
-from oracle import feeds_for
+from spa.testing.nets import ALL
+from spa.testing.oracle import feeds as feeds_for
 from spa.score.calib import Measured
 from spa.cli import main
 from spa.graph import build
 from spa.io import load
 from spa.runtime import run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _layer(op, w, attrs, xshape):

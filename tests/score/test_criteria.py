@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 import spa
-from graphs import ALL
-from oracle import feeds_for
+from spa.testing.nets import ALL
+from spa.testing.oracle import feeds as feeds_for
 from spa.cli import main
 from spa.score.criteria import CRITERIA
 from spa.runtime import run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("criterion", sorted(CRITERIA))

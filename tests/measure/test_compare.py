@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import spa
-from graphs import ALL
+from spa.testing.nets import ALL
 from spa.cli import main
 from spa.measure.compare import compare, compare_text, fidelity, load_inputs
 from spa.errors import UsageError

@@ -5,13 +5,13 @@ import os
 import numpy as np
 from onnx import TensorProto, helper
 
-from graphs import ALL
+from spa.testing.nets import ALL
 from spa.graph import build
 from spa.io import load
 from spa.score.moments import Moments
 from spa.score.probe import ALPHA, Probed, synthetic_inputs, with_probe
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _proto(*inputs):

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import spa
-from graphs import Builder
-from oracle import assert_oracle
+from spa.testing.graphs import Graph
+from spa.testing.oracle import assert_oracle
 from spa.cli import main
 
 OPSET = 17
@@ -78,19 +78,19 @@ def dynamic():
 
 
 def float_then(tail):
-    """A prunable float Conv-BN-Relu-Conv stem, then `tail(builder, x)` produces the output."""
-    b = Builder(3, spatial=(8, 8))
+    """A prunable float Conv-BN-Relu-Conv stem, then `tail(graph, x)` produces the output."""
+    b = Graph(cin=3, spatial=(8, 8))
     x = b.cbr("input", 16)
-    x = b.conv(x, 8)
+    x = b.conv_to(x, 8)
     out = tail(b, x)
-    return b.model([out], "mixed")
+    return b.image_model([out], "mixed")
 
 
 def qdq_tail(b, x):
     s = b.const("qs", np.float32(0.05))
     z = b.const("qz", np.int8(0))
-    q = b.op("QuantizeLinear", [x, s, z])
-    return b.op("DequantizeLinear", [q, s, z])
+    q = b.layer("QuantizeLinear", [x, s, z])
+    return b.layer("DequantizeLinear", [q, s, z])
 
 
 def branch(name, outer):
@@ -102,7 +102,7 @@ def branch(name, outer):
 def if_tail(b, x):
     """If on a constant condition; both branches read the outer tensor x."""
     cond = b.const("cond", np.array(True))
-    return b.op("If", [cond], b.ch[x], then_branch=branch("Relu", x), else_branch=branch("Sigmoid", x))
+    return b.layer("If", [cond], b.ch[x], then_branch=branch("Relu", x), else_branch=branch("Sigmoid", x))
 
 
 def loop_tail(b, x):
@@ -115,7 +115,7 @@ def loop_tail(b, x):
          helper.make_tensor_value_info("s_out", TensorProto.FLOAT, None)])
     trips, cond = b.const("trips", np.array(2, np.int64)), b.const("cond", np.array(True))
     start = b.relu(x)
-    return b.op("Loop", [trips, cond, start], b.ch[x], body=body)
+    return b.layer("Loop", [trips, cond, start], b.ch[x], body=body)
 
 
 def scan_tail(b, x):
@@ -123,7 +123,7 @@ def scan_tail(b, x):
     body = helper.make_graph([helper.make_node("Relu", ["sx"], ["sy"])], "body",
                              [helper.make_tensor_value_info("sx", TensorProto.FLOAT, None)],
                              [helper.make_tensor_value_info("sy", TensorProto.FLOAT, None)])
-    return b.op("Scan", [x], body=body, num_scan_inputs=1)
+    return b.layer("Scan", [x], body=body, num_scan_inputs=1)
 
 
 @pytest.mark.parametrize("build", [qdq, qoperator, dynamic], ids=["qdq", "qoperator", "dynamic"])
@@ -166,15 +166,15 @@ def test_channels_a_blocked_op_touches_stay_and_the_rest_prunes(tail, op):
 def test_branches_reading_outer_tensors_block_their_channels():
     """Both branches convolve a main-graph activation with a main-graph weight: the
     activation's channels are blocked (by If), so nothing in this model is prunable."""
-    b = Builder(3, spatial=(8, 8))
+    b = Graph(cin=3, spatial=(8, 8))
     x = b.cbr("input", 16)
     w = b.const("outer_w", b.randn(8, 16, 1, 1))
     then = helper.make_graph([helper.make_node("Conv", [x, w], ["t_out"])], "then", [],
                              [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)])
     other = helper.make_graph([helper.make_node("Conv", [x, w], ["e_out"], strides=[1, 1])], "else", [],
                               [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)])
-    y = b.op("If", [b.const("cond", np.array(False))], 8, then_branch=then, else_branch=other)
-    m = b.model([b.head(y)], "outer_weight")
+    y = b.layer("If", [b.const("cond", np.array(False))], 8, then_branch=then, else_branch=other)
+    m = b.image_model([b.head(y)], "outer_weight")
     stem = [g for g in spa.analyze(m).groups if "conv_w_0[0]" in g.members]
     assert stem and not stem[0].prunable and "no rule for op If" in stem[0].reason
     with pytest.raises(spa.errors.NothingToPrune):

@@ -1,4 +1,8 @@
-"""The masked-equivalence oracle, shared by tests."""
+"""The masked-equivalence oracle: a pruned model's outputs equal those of the original
+with the removed channels zeroed (spa.masked), and the masking changed something.
+"""
+
+from __future__ import annotations
 
 import numpy as np
 
@@ -6,7 +10,8 @@ import spa
 from spa.runtime import random_inputs, run
 
 
-def feeds_for(model, batch=2, seed=1):
+def feeds(model, batch=2, seed=1):
+    """Seeded inputs for every graph input; symbolic dims take `batch`."""
     shapes = {}
     for vi in model.graph.input:
         dims = vi.type.tensor_type.shape.dim
@@ -16,10 +21,10 @@ def feeds_for(model, batch=2, seed=1):
 
 def assert_oracle(model, result, rtol=1e-4, atol=1e-5):
     """Pruned outputs equal the masked original's, and differ from the unmasked original's."""
-    feeds = feeds_for(model)
-    masked = run(spa.masked(model, result.sinks, result.updates), feeds)
-    pruned = run(result.model, feeds)
-    original = run(model, feeds)
+    x = feeds(model)
+    masked = run(spa.masked(model, result.sinks, result.updates), x)
+    pruned = run(result.model, x)
+    original = run(model, x)
     changed = False
     for name, want in masked.items():
         assert np.all(np.isfinite(want)), f"{name}: non-finite outputs make the comparison meaningless"
@@ -27,3 +32,13 @@ def assert_oracle(model, result, rtol=1e-4, atol=1e-5):
         np.testing.assert_allclose(pruned[name], want, rtol=rtol, atol=atol * scale, err_msg=name)
         changed |= not np.allclose(original[name], want, rtol=rtol, atol=atol * scale)
     assert changed, "masking changed no output: the oracle would pass vacuously"
+
+
+def check_oracle(model, ratio=0.3, rtol=1e-4, atol=1e-5, **prune_kwargs):
+    """Prune (seed 0, round_to 1 unless given), assert the oracle, return the PruneResult."""
+    prune_kwargs.setdefault("seed", 0)
+    prune_kwargs.setdefault("round_to", 1)  # rule tests check exact channel counts
+    result = spa.prune(model, ratio=ratio, **prune_kwargs)
+    assert result.changes, "nothing was pruned"
+    assert_oracle(model, result, rtol, atol)
+    return result
