@@ -33,6 +33,12 @@ One row per model:
 
 Totals (pruned ok / total, median MACs reduction over the models pruned) are printed
 and written at the top of the report.
+
+Why a tool and not a `spa` subcommand: it needs the repository's zoo files
+(models/zoo, weightless, filled by spa.testing.zoo) and the real-model fetcher, and it
+writes the project's own reports/coverage.{md,json}; none of that ships with the
+package. A user's batch prune-and-measure over a folder of their models is the planned
+`spa sweep` command (issue #23).
 """
 
 from __future__ import annotations
