@@ -137,6 +137,9 @@ def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
         t = tensors[name]
         users = [n for n in t.outputs if not all(o.name in derived for o in n.outputs)]
         va, vbs = a.get(name), [b.get(name) for b in bs]
+        if _gather_as_reshape(t, users, va, vbs, shapes):
+            changed += 1
+            continue
         if not users or va is None or any(vb is None or va.shape != vb.shape for vb in vbs):
             continue
         static = np.ones(va.shape, bool)
@@ -159,6 +162,31 @@ def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
     if changed:
         graph.cleanup().toposort()
     return changed
+
+
+def _gather_as_reshape(t, users, va, vbs, shapes) -> bool:
+    """Gathers of a 1-D tensor at indices `t` that are 0..n-1 in order at every probed
+    size (the dynamo exporter's lowering of an as_strided view) become Reshapes to the
+    indices' shape, with -1 for the one dim that follows an input dim; True if any did."""
+    values = [va, *vbs]
+    if va is None or va.dtype.kind not in "iu" or any(v is None or v.ndim != va.ndim for v in values):
+        return False
+    if not all(np.array_equal(v.reshape(-1), np.arange(v.size)) for v in values):
+        return False
+    target = [d[0] if len(set(d)) == 1 else -1 for d in zip(*(v.shape for v in values))]
+    if target.count(-1) > 1:
+        return False
+    done = False
+    for user in users:
+        data = user.inputs[0]
+        if user.op != "Gather" or int(user.attrs.get("axis", 0)) != 0 or user.inputs[1] is not t \
+                or len(shapes.get(data.name) or ()) != 1:
+            continue
+        user.op = "Reshape"
+        user.attrs.clear()
+        user.inputs[1] = gs.Constant(f"{t.name}_as_reshape", np.asarray(target, np.int64))
+        done = True
+    return done
 
 
 def _kind(value, static, user, slot):
