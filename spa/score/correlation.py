@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gauss import UNARY, W, Z, scalar, sigmoid
+from ..rules import ACTIVATIONS as UNARY
+from ..rules import sigmoid
+from .gauss import W, Z, scalar
 from .layout import channel_rows, constant
 from .weights import read, weight
 

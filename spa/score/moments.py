@@ -21,14 +21,15 @@ import numpy as np
 
 from . import layout
 from .correlation import Correlations
-from .gauss import UNARY, W, Z, scalar, sigmoid
+from ..rules import ACTIVATIONS as UNARY
+from ..rules import ARITHMETIC as BINARY
+from ..rules import sigmoid
+from .gauss import W, Z, scalar
 from .weights import read, weight
 
 ANCHORS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization")
 LAYOUT = {"Transpose": layout.transpose, "Unsqueeze": layout.unsqueeze,
           "Squeeze": layout.squeeze, "Expand": layout.expand}
-BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": lambda a, b: a / np.where(b == 0, 1e-30, b),
-          "Pow": lambda a, b: np.power(np.abs(a), b) * np.where((a < 0) & (np.mod(b, 2) == 1), -1, 1)}
 TRACED = set(UNARY) | set(BINARY)
 DEPTH = 8  # ops an elementwise function may span
 
