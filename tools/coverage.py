@@ -162,13 +162,13 @@ def _compare(pruned, masked, original):
     return worst
 
 
-def measure(job, ratio, seed=0, criterion="l2"):
+def measure(job, goal, seed=0, criterion="l2"):
     """Prune one model; the report row (raises only on a bug in this tool)."""
     with tempfile.TemporaryDirectory(prefix="spa-cov-") as tmp:
-        return _measure(job, ratio, seed, criterion, tmp)
+        return _measure(job, goal, seed, criterion, tmp)
 
 
-def _measure(job, ratio, seed, criterion, tmp):
+def _measure(job, goal, seed, criterion, tmp):
     import numpy as np
     import onnx
 
@@ -203,7 +203,7 @@ def _measure(job, ratio, seed, criterion, tmp):
                     reasons[part.split(" (+")[0][:160]] += 1
         row["block_reasons"] = reasons.most_common(8)
         t0 = time.perf_counter()
-        result = spa.prune(src, output, ratio=ratio, input_shapes=shapes, seed=seed, criterion=criterion)
+        result = spa.prune(src, output, **goal, input_shapes=shapes, seed=seed, criterion=criterion)
         row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     except spa.SpaError as exc:
         row.update(status=type(exc).__name__, error=str(exc).splitlines()[0][:400])
@@ -216,7 +216,7 @@ def _measure(job, ratio, seed, criterion, tmp):
                macs_before=result.before.macs, macs_after=result.after.macs,
                macs_reduction=result.macs_reduction, params_reduction=result.params_reduction,
                exact=result.exact, checker=result.verdict.checker, timings=result.timings,
-               pruned_groups=len(result.changes))
+               pruned_groups=len(result.changes), notes=list(result.notes))
     if output is not None:  # the oracle needs protos under 2 GB
         row.update(ort=result.verdict.runs, shapes=result.verdict.outputs_match, masked_diff=None)
         return row
@@ -241,11 +241,11 @@ def _measure(job, ratio, seed, criterion, tmp):
     return row
 
 
-def _child(job_path, ratio, result_path, criterion="l2"):
+def _child(job_path, goal, result_path, criterion="l2"):
     with open(job_path) as f:
         job = json.load(f)
     try:
-        row = measure(job, ratio, criterion=criterion)
+        row = measure(job, goal, criterion=criterion)
     except Exception as exc:  # noqa: BLE001 - reported as a row, not lost
         row = {k: job[k] for k in ("name", "source", "kind")}
         row.update(status="crash", error=f"coverage tool: {type(exc).__name__}: {exc}".splitlines()[0][:400],
@@ -269,14 +269,15 @@ def _current(row, job):
         and row.get("spa_code") == code_stamp()
 
 
-def run_job(job, ratio, timeout, criterion="l2"):
+def run_job(job, goal, timeout, criterion="l2"):
     """measure() in a fresh process, killed whole at the time limit."""
     tmp = tempfile.mkdtemp(prefix="spa-cov-job-")
     job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "row.json")
     with open(job_path, "w") as f:
         json.dump(job, f)
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", job_path, result_path, "--ratio", str(ratio),
-           "--criterion", criterion]
+    (key, value), = goal.items()
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", job_path, result_path,
+           "--" + key.replace("_", "-"), str(value), "--criterion", criterion]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -330,9 +331,9 @@ def _yes(v):
     return "" if v is None else ("yes" if v else "**no**")
 
 
-def markdown(rows, t, ratio):
+def markdown(rows, t, setting):
     crits = ", ".join(sorted({r.get("criterion", "l2") for r in rows}))
-    lines = [f"# SPA coverage at --ratio {ratio}, --criterion {crits}", "",
+    lines = [f"# SPA coverage at {setting}, --criterion {crits}", "",
              f"Pruned ok: **{t['pruned_ok']} / {t['attempted']}** models "
              f"({t['export_failed']} more could not be exported by torch); "
              f"verified (checker, onnxruntime, shapes): {t['verified']}; "
@@ -369,20 +370,21 @@ def markdown(rows, t, ratio):
     return "\n".join(lines) + "\n"
 
 
-def write_reports(rows, out, ratio):
+def write_reports(rows, out, setting):
     t = totals(rows)
     os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
     with open(out + ".json", "w") as f:
-        json.dump({"ratio": ratio, "totals": t, "rows": rows}, f, indent=1)
+        json.dump({"setting": setting, "totals": t, "rows": rows}, f, indent=1)
         f.write("\n")
     with open(out + ".md", "w") as f:
-        f.write(markdown(rows, t, ratio))
+        f.write(markdown(rows, t, setting))
     return t
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--target-macs", type=float, help="prune to this MACs reduction instead of --ratio")
     ap.add_argument("--criterion", default="l2", help="importance criterion (default l2; data-free ones only)")
     ap.add_argument("--out", default=os.path.join(ROOT, "reports", "coverage"),
                     help="report path without extension (default reports/coverage): .md and .json")
@@ -401,15 +403,17 @@ def main(argv=None):
                          "model) instead of measuring")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    goal = {"target_macs": args.target_macs} if args.target_macs is not None else {"ratio": args.ratio}
+    setting = "--" + " ".join(f"{k.replace('_', '-')} {v:g}" for k, v in goal.items())
     if args.child:
-        return _child(args.child[0], args.ratio, args.child[1], args.criterion)
+        return _child(args.child[0], goal, args.child[1], args.criterion)
     if args.merge:
         merged = {}
         for path in args.merge:
             with open(path) as f:
                 merged.update((r["name"], r) for r in json.load(f)["rows"])
         t = write_reports(sorted(merged.values(), key=lambda r: (r["source"], r.get("macs_before") or 0, r["name"])),
-                          args.out, args.ratio)
+                          args.out, setting)
         print(f"{len(merged)} rows, pruned ok {t['pruned_ok']}/{t['attempted']}, median MACs reduction "
               f"{_pct(t['median_macs_reduction'])}; {args.out}.md")
         return None
@@ -427,7 +431,7 @@ def main(argv=None):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futures = {pool.submit(run_job, jobs[i], args.ratio, args.timeout, args.criterion): i for i in todo}
+        futures = {pool.submit(run_job, jobs[i], goal, args.timeout, args.criterion): i for i in todo}
         from concurrent.futures import as_completed
 
         for fut in as_completed(futures):
@@ -435,8 +439,8 @@ def main(argv=None):
             rows[i] = r = fut.result()
             red = f" MACs -{_pct(r['macs_reduction'])}" if "macs_reduction" in r else ""
             print(f"{r['name']:32s} {r.get('status')}{red} {(r.get('error') or '')[:150]}", flush=True)
-            write_reports([x for x in rows if x is not None], args.out, args.ratio)
-    t = write_reports(rows, args.out, args.ratio)
+            write_reports([x for x in rows if x is not None], args.out, setting)
+    t = write_reports(rows, args.out, setting)
     print(f"pruned ok {t['pruned_ok']}/{t['attempted']} (export failed: {t['export_failed']}), "
           f"verified {t['verified']}, median MACs reduction {_pct(t['median_macs_reduction'])}; "
           f"{args.out}.md")
