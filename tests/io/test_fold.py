@@ -1,4 +1,4 @@
-"""spa/fold.py: shape arithmetic that does not follow a dynamic dim is folded at load;
+"""spa/io/fold.py: shape arithmetic that does not follow a dynamic dim is folded at load;
 dynamic dims and shapes that may depend on data stay computed at run time."""
 
 import numpy as np
@@ -6,7 +6,6 @@ from onnx import TensorProto
 
 import spa
 from spa.io import load
-
 from spa.runtime import run
 from spa.testing.graphs import sandwich
 from spa.testing.lookup import group_with, input_value, runtime_input

@@ -6,7 +6,6 @@ import pytest
 from onnx import TensorProto, helper
 
 import spa
-
 from spa.testing.graphs import Graph, sandwich
 from spa.testing.lookup import group_with, input_value, node, producer, shape, value
 from spa.testing.oracle import check_oracle

@@ -3,7 +3,6 @@
 import pytest
 
 import spa
-
 from spa.testing.graphs import sandwich
 from spa.testing.lookup import attr, group_with, shape
 from spa.testing.oracle import check_oracle

@@ -1,7 +1,6 @@
 """Gaps outside spa/rules/ that the per-rule models run into (load, export, verify)."""
 
 import spa
-
 from spa.testing.graphs import Graph, sandwich
 from spa.testing.lookup import group_with
 from spa.testing.oracle import check_oracle

@@ -5,7 +5,6 @@ import pytest
 from onnx import TensorProto
 
 import spa
-
 from spa.testing.graphs import Graph, sandwich
 from spa.testing.lookup import group_with, shape
 from spa.testing.oracle import check_oracle

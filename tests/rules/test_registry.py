@@ -8,7 +8,6 @@ import spa
 from spa.rules import RULES
 from spa.rules.base import Rule
 from spa.rules.registry import key, register
-
 from spa.testing.graphs import sandwich
 from spa.testing.lookup import group_with, shape
 from spa.testing.oracle import check_oracle

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import spa
-
 from spa.testing.graphs import Graph, sandwich
 from spa.testing.lookup import group_with, input_value, runtime_input, shape
 from spa.testing.oracle import check_oracle

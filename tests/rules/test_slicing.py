@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import spa
-
 from spa.testing.graphs import Graph, sandwich
 from spa.testing.lookup import attr, group_with, input_value, shape
 from spa.testing.oracle import check_oracle
