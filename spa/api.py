@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from .edit import MAX_RATIO, NORMALIZE, apply, fold_means, global_plan, keep_map, local_plan
+from .edit import MAX_RATIO, NORMALIZE, TARGET_SLACK, apply, fold_means, global_plan, keep_map, local_plan
 from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load,
@@ -22,7 +22,6 @@ from .verify import verify as check_pruned
 EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
 OBSPA_MAX_BYTES = 2 ** 31  # weight data up to which the default criterion is obspa
 KINDS = ("heads", "head_dim", "mlp", "hidden")
-TARGET_SLACK = 0.02  # a --target-macs plan this far below its target is reported as out of reach
 UNVERIFIED = Verdict(checker=False, runs=False, outputs_match=False, deterministic=False)
 
 __all__ = ["analyze", "prune", "default_output", "default_criterion", "KINDS"]

@@ -2,8 +2,8 @@
 that stay, and the rewrite into smaller tensors."""
 
 from .compensate import Update, apply_shift, fold_means
-from .plan import MAX_RATIO, NORMALIZE, auto_keep, global_plan, local_plan, normalised
+from .plan import MAX_RATIO, NORMALIZE, TARGET_SLACK, auto_keep, global_plan, local_plan, normalised
 from .rewrite import apply, export, keep_map, write_const
 
-__all__ = ["Update", "apply_shift", "fold_means", "MAX_RATIO", "NORMALIZE", "auto_keep", "global_plan",
+__all__ = ["Update", "apply_shift", "fold_means", "MAX_RATIO", "NORMALIZE", "TARGET_SLACK", "auto_keep", "global_plan",
            "local_plan", "normalised", "apply", "export", "keep_map", "write_const"]

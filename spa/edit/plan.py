@@ -144,6 +144,7 @@ def normalised(sc, how="mean"):
 
 
 MAX_RATIO = 0.8  # default share of one group's channels a global plan may remove
+TARGET_SLACK = 0.02  # a MACs target is met within this much; a step overshooting more waits
 
 
 def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean",
@@ -169,8 +170,9 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
         step = steps[gid][k]
         if macs is not None and plan:
             now, after = macs.reduction(), macs.remove(gid, step, commit=False)
-            if after - target_macs > target_macs - now:  # overshoots more than it gets closer:
-                deferred.append((after, gid, step))  # try smaller steps of other groups first
+            over = after - target_macs
+            if over > target_macs - now or over > TARGET_SLACK:  # overshoots more than it gets closer,
+                deferred.append((after, gid, step))  # or too far: try smaller steps of other groups first
                 continue
         plan.setdefault(gid, []).extend(step.tolist())
         removed += len(step)
@@ -179,6 +181,25 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
         if k + 1 < len(steps[gid]):
             heapq.heappush(heap, (float(norm[steps[gid][k + 1]].mean()), gid, k + 1, norm))
     if macs is not None and deferred and macs.reduction() < target_macs:
-        _, gid, step = min(deferred, key=lambda d: d[0])  # the target is a floor: the least overshoot
+        gid, step = _last_step(macs, deferred, by_id, plan, round_to, target_macs)
         plan.setdefault(gid, []).extend(step.tolist())
     return {gid: np.sort(np.asarray(ch)) for gid, ch in plan.items()}
+
+
+def _last_step(macs, deferred, by_id, plan, round_to, target):
+    """The step that meets the target (a floor) with the least overshoot: a deferred step,
+    or under round_to "auto" the lowest channels of one, ending on a finer multiple."""
+    best = min(deferred, key=lambda d: d[0])
+    if round_to != "auto":
+        return best[1:]
+    for _, gid, step in deferred:
+        gr = by_id[gid]
+        left = gr.channels - len(plan.get(gid, ()))
+        for r in AUTO_STEPS[1:]:
+            fine = channel_step(gr, r)
+            for p in range(1, len(step)):
+                if (left - p) % fine == 0:
+                    after = macs.remove(gid, step[:p], commit=False)
+                    if target <= after < best[0]:
+                        best = (after, gid, step[:p])
+    return best[1:]

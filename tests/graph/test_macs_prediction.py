@@ -88,3 +88,14 @@ def test_target_out_of_reach_says_so():
     r = spa.prune(two_group_block(width=16), target_macs=0.9, criterion="l2")
     assert r.macs_reduction < 0.88
     assert len(r.notes) == 1 and "out of reach" in r.notes[0] and f"{r.macs_reduction:.1%}" in r.notes[0]
+
+
+def test_auto_rounding_lands_within_slack_where_a_whole_step_overshoots():
+    """Removing one whole auto step (8 elements) of the 2-group conv's input group cuts 37%:
+    the last step ends on a finer multiple instead, landing within 2 points of 0.3; an
+    explicit --round-to 8 keeps multiples of 8 and may overshoot by one step."""
+    auto = spa.prune(two_group_block(width=32), target_macs=0.3, criterion="l2", verify=False)
+    assert 0.30 <= auto.macs_reduction <= 0.32
+    eight = spa.prune(two_group_block(width=32), target_macs=0.3, criterion="l2", round_to=8, verify=False)
+    assert all(2 * c.after % 8 == 0 for c in eight.changes)  # a channel here spans 2 elements
+    assert eight.macs_reduction > 0.32
