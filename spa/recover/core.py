@@ -105,13 +105,39 @@ class _Target:
             self.offset = mean if idx is None else mean[idx]
 
     def __call__(self, y, axis):
-        if set(self.axes) - {axis}:
+        return self.restrict(y, axis, self.axes, self.offset)
+
+    @staticmethod
+    def restrict(y, axis, axes, offset=None):
+        if set(axes) - {axis}:
             raise ValueError("target lost channels on another axis")
-        if axis in self.axes:
-            y = np.take(y, self.axes[axis], axis=axis)
-        if self.offset is not None:
-            y = y - self.offset.reshape([-1] + [1] * (y.ndim - 2)).astype(y.dtype)
+        if axis in axes:
+            y = np.take(y, axes[axis], axis=axis)
+        if offset is not None:
+            y = y - offset.reshape([-1] + [1] * (y.ndim - 2)).astype(y.dtype)
         return y
+
+
+def _channels(v, axis, ndim):
+    """A per-channel vector shaped to broadcast along `axis` of an ndim array."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+def _skip_term(layer, w, keep_by_name, s_o, s_p, axis):
+    """(original skip - pruned skip) / the BatchNorm scale between the layer and the Add:
+    what the layer's output must add so that the Add's output matches the original's."""
+    s_o = _Target.restrict(s_o, axis, keep_by_name.get(layer.skip, {}))
+    if s_o.shape != s_p.shape:
+        raise ValueError(f"skip {layer.skip} has {s_o.shape} in the original, {s_p.shape} pruned")
+    diff = s_o.astype(np.float64) - s_p
+    if layer.post is not None:
+        scale, var, eps = layer.post
+        a = w.get(scale).astype(np.float64).ravel() / np.sqrt(w.get(var).astype(np.float64).ravel() + eps)
+        a = np.where(np.abs(a) > 1e-6, a, np.inf)  # a dead channel: no correction
+        diff = diff / _channels(a, axis, diff.ndim)
+    return diff
 
 
 def _rows(layer, x, y, rng, per, has_bias):
@@ -123,7 +149,7 @@ def _rows(layer, x, y, rng, per, has_bias):
 
 
 def recover(original, pruned, keep, calib, *, samples=256, batch=16, ridge=1e-3, positions=32, seed=0,
-            progress=None):
+            residual=True, progress=None):
     """Refit a pruned model's weights so each layer reproduces the original's outputs.
 
     Layers are refit in topological order. Both models are run over the calibration
@@ -143,6 +169,8 @@ def recover(original, pruned, keep, calib, *, samples=256, batch=16, ridge=1e-3,
         positions: least-squares rows taken per sample and layer (conv output positions or tokens);
             layers with many inputs take more.
         seed: seed of the row sampling.
+        residual: a layer that feeds a residual Add (through at most one BatchNorm) is fitted so
+            that the Add's output matches, absorbing the error its skip input carries.
         progress: optional callable(i, n, layer name) after each layer.
 
     Returns:
@@ -166,8 +194,9 @@ def recover(original, pruned, keep, calib, *, samples=256, batch=16, ridge=1e-3,
     ps, os_ = _Stream(model, calib, batch), _Stream(orig, calib, batch)
     for k, part in enumerate(groups):
         nxt = found[groups[k + 1][0]].node if k + 1 < len(groups) else None
-        xs = sorted({found[i].x for i in part})
-        ys = sorted({found[i].y for i in part})
+        skips = {found[i].skip for i in part if found[i].skip and residual}
+        xs = sorted({found[i].x for i in part} | skips)
+        ys = sorted({found[i].y for i in part} | skips)
         grams = {i: fit.Gram() for i in part}
         spent = {i: 0.0 for i in part}
         why = {}
@@ -181,6 +210,8 @@ def recover(original, pruned, keep, calib, *, samples=256, batch=16, ridge=1e-3,
                 try:
                     axis = 1 if layer.kind == "conv" else ya[layer.y].ndim - 1
                     y = tgt[i](ya[layer.y], axis)
+                    if layer.skip and residual:
+                        y = y + _skip_term(layer, w, keep_by_name, ya[layer.skip], xa[layer.skip], axis)
                     if y.shape[axis] != g * m:
                         raise ValueError(f"target has {y.shape[axis]} channels for {g * m} outputs")
                     per = _positions(d, n_samples, positions)

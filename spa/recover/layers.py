@@ -71,6 +71,8 @@ class Layer:
     beta: float = 1.0
     trans: bool = False  # Gemm transB: the stored weight is [out, in]
     attrs: dict = field(default_factory=dict)  # conv: group, strides, pads, dilations
+    skip: str | None = None  # the other input of the residual Add the output flows into
+    post: tuple | None = None  # (scale, var, eps) of a BatchNormalization between output and that Add
 
 
 def _attrs(node) -> dict:
@@ -146,6 +148,20 @@ def _norm(node, w: Weights) -> Layer | None:
     return layer
 
 
+def _residual(layer: Layer, w: Weights, consumers):
+    """Note the residual Add that `layer` feeds (through at most one BatchNormalization):
+    its target then absorbs the skip input's error."""
+    t, nxt = layer.y, consumers.get(layer.y, [])
+    post = None
+    if len(nxt) == 1 and nxt[0].op_type == "BatchNormalization" and all(w.has(i) for i in nxt[0].input[1:5]):
+        post = (nxt[0].input[1], nxt[0].input[4], float(_attrs(nxt[0]).get("epsilon", 1e-5)))
+        t, nxt = nxt[0].output[0], consumers.get(nxt[0].output[0], [])
+    if len(nxt) == 1 and nxt[0].op_type == "Add":
+        other = [i for i in nxt[0].input if i != t]
+        if len(other) == 1 and not w.has(other[0]):
+            layer.skip, layer.post = other[0], post
+
+
 def find(model: onnx.ModelProto, targets: set) -> list:
     """Refittable layers of `model`, in graph (topological) order.
 
@@ -175,5 +191,7 @@ def find(model: onnx.ModelProto, targets: set) -> list:
             layer = _norm(n, w)
         if layer is not None and layer.y in targets and not w.has(layer.x):
             layer.node = n.output[0]
+            if layer.kind != "affine":
+                _residual(layer, w, consumers)
             out.append(layer)
     return out
