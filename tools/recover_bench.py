@@ -150,7 +150,7 @@ def accuracy(args):
 # -- ResNet-50 timing ------------------------------------------------------------------------
 def resnet50_prepare(folder, target):
     from tools import models_torch
-    path = models_torch.exported("resnet50", folder)
+    path = models_torch.exported("resnet50", cache_dir())
     t = time.perf_counter()
     r = spa.prune(path, None, criterion="l2", target_macs=target, verify=False)
     log(f"resnet50: pruned -{r.macs_reduction:.3f} MACs with l2 in {time.perf_counter() - t:.0f}s")

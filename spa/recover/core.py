@@ -13,7 +13,19 @@ from . import fit, layers, params, rows
 from .report import LayerFit, RecoveryReport
 from .session import _reads, batches, cpu_session, live, segment
 
-MAX_GRAM_BYTES = 1 << 30  # Gram sums of the layers fitted from one pass, at most
+MAX_GRAM_BYTES = 1 << 28  # Gram sums of the layers fitted from one pass, at most
+HALF_ABOVE = 1 << 16  # cached float32 tensors of more elements are kept as float16 (values permitting)
+
+
+def _pack(a):
+    """Halve a large cached float32 activation when float16 holds its range."""
+    if a.dtype == np.float32 and a.size > HALF_ABOVE and np.isfinite(a).all() and np.abs(a).max() < 6e4:
+        return a.astype(np.float16)
+    return a
+
+
+def _unpack(a, dtype):
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
 def _load(model) -> onnx.ModelProto:
@@ -66,6 +78,8 @@ class _Stream:
         self.model = model
         self.starts, self.cache = zip(*batches(calib, batch))
         self.cache = list(self.cache)
+        self.dtypes = dict.fromkeys(calib)  # the real dtype of every cached tensor
+        self.dtypes.update({k: v.dtype for k, v in calib.items()})
         self.index = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
         self.seconds = 0.0
 
@@ -78,17 +92,20 @@ class _Stream:
         sess, feeds = None, []
         if missing:
             t = time.perf_counter()
-            sess = cpu_session(segment(self.model, missing, {k: v.dtype for k, v in self.cache[0].items()}))
+            sess = cpu_session(segment(self.model, missing, {k: self.dtypes[k] for k in self.cache[0]}))
             feeds = [i.name for i in sess.get_inputs()]
             self.seconds += time.perf_counter() - t
         for k, (start, have) in enumerate(zip(self.starts, self.cache)):
-            got = {n: have[n] for n in want if n in have}
+            got = {n: _unpack(have[n], self.dtypes[n]) for n in want if n in have}
             if sess is not None:
                 t = time.perf_counter()
-                got.update(zip(missing, sess.run(missing, {f: have[f] for f in feeds})))
+                feed = {f: _unpack(have[f], self.dtypes[f]) for f in feeds}
+                got.update(zip(missing, sess.run(missing, feed)))
+                del feed
                 self.seconds += time.perf_counter() - t
             if cut is not None:
-                self.cache[k] = {n: got[n] for n in cut}
+                self.dtypes.update({n: got[n].dtype for n in cut})
+                self.cache[k] = {n: have[n] if n in have else _pack(got[n]) for n in cut}
             yield start, {n: got[n] for n in names}
 
 
@@ -131,12 +148,12 @@ def _skip_term(layer, w, keep_by_name, s_o, s_p, axis):
     s_o = _Target.restrict(s_o, axis, keep_by_name.get(layer.skip, {}))
     if s_o.shape != s_p.shape:
         raise ValueError(f"skip {layer.skip} has {s_o.shape} in the original, {s_p.shape} pruned")
-    diff = s_o.astype(np.float64) - s_p
+    diff = s_o - s_p
     if layer.post is not None:
         scale, var, eps = layer.post
         a = w.get(scale).astype(np.float64).ravel() / np.sqrt(w.get(var).astype(np.float64).ravel() + eps)
         a = np.where(np.abs(a) > 1e-6, a, np.inf)  # a dead channel: no correction
-        diff = diff / _channels(a, axis, diff.ndim)
+        diff = diff / _channels(a.astype(diff.dtype), axis, diff.ndim)
     return diff
 
 

@@ -1,4 +1,4 @@
-"""Least-squares rows of a layer: inputs X [rows, groups, d] and targets Y [rows, groups, m].
+"""Least-squares rows of a layer (float32): inputs X [rows, groups, d] and targets Y [rows, groups, m].
 
 Conv rows are im2col patches at a random subset of output positions; linear rows are
 tokens (all but the last axis); affine rows are one value per channel. The last column
@@ -55,10 +55,10 @@ def conv_rows(layer, x, y, rng, per: int, bias: bool):
     patch = xp[s[:, None, None, None], np.arange(c)[None, :, None, None], rows_h[:, None, :, None],
                rows_w[:, None, None, :]]  # [r, C, kh, kw]
     g = a["group"]
-    X = patch.reshape(len(s), g, -1).astype(np.float64)
+    X = patch.reshape(len(s), g, -1).astype(np.float32)
     if bias:
-        X = np.concatenate([X, np.ones((len(s), g, 1))], axis=2)
-    Y = y[s, :, hi, wi].reshape(len(s), g, -1).astype(np.float64)
+        X = np.concatenate([X, np.ones((len(s), g, 1), np.float32)], axis=2)
+    Y = y[s, :, hi, wi].reshape(len(s), g, -1).astype(np.float32)
     return X, Y, s
 
 
@@ -68,14 +68,14 @@ def token_rows(x, y, rng, per: int):
     xf = x.reshape(n, -1, x.shape[-1])
     yf = y.reshape(n, -1, y.shape[-1])
     s, p = _pick(rng, n, xf.shape[1], per)
-    return xf[s, p].astype(np.float64), yf[s, p].astype(np.float64), s
+    return xf[s, p].astype(np.float32), yf[s, p].astype(np.float32), s
 
 
 def linear_rows(x, y, rng, per: int, bias: bool):
     """Returns (X [r, 1, K + bias], Y [r, 1, M], sample index [r])."""
     xr, yr, s = token_rows(x, y, rng, per)
     if bias:
-        xr = np.concatenate([xr, np.ones((len(s), 1))], axis=1)
+        xr = np.concatenate([xr, np.ones((len(s), 1), np.float32)], axis=1)
     return xr[:, None, :], yr[:, None, :], s
 
 

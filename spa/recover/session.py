@@ -29,6 +29,7 @@ def cpu_session(model: onnx.ModelProto, n_threads: int | None = None) -> ort.Inf
     so.intra_op_num_threads = n_threads or threads()
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = False  # sessions come and go: give memory back as they do
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
