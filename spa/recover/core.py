@@ -14,18 +14,22 @@ from .report import LayerFit, RecoveryReport
 from .session import _reads, batches, cpu_session, live, segment
 
 MAX_GRAM_BYTES = 1 << 28  # Gram sums of the layers fitted from one pass, at most
-HALF_ABOVE = 1 << 16  # cached float32 tensors of more elements are kept as float16 (values permitting)
+HALF_ABOVE = 1 << 16  # cached float32 tensors of more elements are kept as bfloat16 bits
 
 
 def _pack(a):
-    """Halve a large cached float32 activation when float16 holds its range."""
-    if a.dtype == np.float32 and a.size > HALF_ABOVE and np.isfinite(a).all() and np.abs(a).max() < 6e4:
-        return a.astype(np.float16)
-    return a
+    """Halve a large cached float32 activation: keep its top 16 bits (bfloat16, rounded to
+    nearest; about 3 significant digits, far below the errors being fitted)."""
+    if a.dtype != np.float32 or a.size <= HALF_ABOVE:
+        return a
+    u = a.view(np.uint32)
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16).astype(np.uint16)
 
 
 def _unpack(a, dtype):
-    return a if a.dtype == dtype else a.astype(dtype)
+    if a.dtype == np.uint16 and dtype == np.float32:
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a
 
 
 def _load(model) -> onnx.ModelProto:

@@ -52,12 +52,12 @@ def errors(h, c, yy, w):
     return (hw * w).sum((1, 2)) - 2 * (c * w).sum((1, 2)) + yy.sum(1)
 
 
-def _solve(h, c, w0, lam):
+def _solve(h, c, w0, lam, dtype=np.float64):
     s = np.maximum(np.einsum("gii->g", h) / h.shape[1], 1e-12)
     reg = (np.broadcast_to(lam, s.shape) * s)[:, None, None]
     a = h + reg * np.eye(h.shape[1])[None]
     try:
-        return np.linalg.solve(a, c + reg * w0)
+        return np.linalg.solve(a.astype(dtype), (c + reg * w0).astype(dtype)).astype(np.float64)
     except np.linalg.LinAlgError:  # only with non-finite sums: keep the current weights
         return w0.copy()
 
@@ -86,7 +86,7 @@ def refit(gram: Gram, w0: np.ndarray, ridge: float):
         best = held_before.copy()
         keep_old[:] = True
         for mult in GRID:
-            w = _solve(fit_h, fit_c, w0, ridge * mult)
+            w = _solve(fit_h, fit_c, w0, ridge * mult, np.float32)  # only picks lam: float32 is enough
             e = errors(gram.hh, gram.ch, gram.yyh, w)
             better = e < best
             best[better], lam[better], keep_old[better] = e[better], ridge * mult, False
