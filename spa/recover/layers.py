@@ -4,7 +4,8 @@ A layer is a node with constant weights whose output is fitted to the original
 model's value of the same tensor:
 
 - "conv": Conv with a constant 1-D or 2-D kernel (grouped and depthwise included);
-- "linear": Gemm (transA=0) or MatMul with a constant 2-D right operand; a bias is the
+- "linear": Gemm (transA=0) or MatMul with a constant 2-D right operand (or the only-used
+  Transpose of one); a bias is the
   Gemm's C, or the constant of an Add that alone consumes the MatMul;
 - "affine": LayerNormalization / RMSNormalization / SimplifiedLayerNormalization, refit
   as a per-channel affine map of their output (scale and bias).
@@ -106,10 +107,25 @@ def _conv(node, w: Weights, consumers) -> Layer | None:
     return layer
 
 
-def _linear(node, w: Weights, consumers) -> Layer | None:
+def _transposed(name, w: Weights, producer) -> str | None:
+    """The owned 2-D constant that `name` is the only-used Transpose of, or None."""
+    t = producer.get(name)
+    if t is None or t.op_type != "Transpose" or w.uses.get(name, 0) != 1 or not w.owned(t.input[0]):
+        return None
+    perm = _attrs(t).get("perm", [1, 0])
+    return t.input[0] if list(perm) == [1, 0] and w.get(t.input[0]).ndim == 2 else None
+
+
+def _linear(node, w: Weights, consumers, producer) -> Layer | None:
+    name = node.name or node.output[0]
+    if node.op_type == "MatMul" and not w.has(node.input[1]):
+        src = _transposed(node.input[1], w, producer)  # torch's Linear without constant folding
+        if src is None:
+            return None
+        layer = Layer(name, "linear", node.input[0], node.output[0], src, trans=True)
+        return _matmul_bias(layer, node, w, consumers, w.get(src).shape[0])
     if not w.owned(node.input[1]) or w.get(node.input[1]).ndim != 2:
         return None
-    name = node.name or node.output[0]
     if node.op_type == "Gemm":
         a = _attrs(node)
         if a.get("transA", 0):
@@ -123,8 +139,12 @@ def _linear(node, w: Weights, consumers) -> Layer | None:
             layer.bias = node.input[2]
         return layer
     layer = Layer(name, "linear", node.input[0], node.output[0], node.input[1])
+    return _matmul_bias(layer, node, w, consumers, w.get(node.input[1]).shape[1])
+
+
+def _matmul_bias(layer, node, w: Weights, consumers, n_out) -> Layer:
+    """Take the bias from an Add with a constant that alone consumes the MatMul."""
     nxt = consumers.get(node.output[0], [])
-    n_out = w.get(node.input[1]).shape[1]
     if len(nxt) == 1 and nxt[0].op_type == "Add":
         other = [i for i in nxt[0].input if i != node.output[0]]
         if len(other) == 1 and w.owned(other[0]):
@@ -175,6 +195,7 @@ def find(model: onnx.ModelProto, targets: set) -> list:
     """
     w = Weights(model)
     consumers: dict = {}
+    producer = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
@@ -186,7 +207,7 @@ def find(model: onnx.ModelProto, targets: set) -> list:
         if n.op_type == "Conv":
             layer = _conv(n, w, consumers)
         elif n.op_type in ("Gemm", "MatMul"):
-            layer = _linear(n, w, consumers)
+            layer = _linear(n, w, consumers, producer)
         elif n.op_type in NORMS:
             layer = _norm(n, w)
         if layer is not None and layer.y in targets and not w.has(layer.x):

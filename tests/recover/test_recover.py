@@ -20,7 +20,8 @@ def _run(model, x):
 
 
 def _mlp(seed=0, hidden=32, inner=64, seq=8):
-    """input [N, S, H] -> LayerNorm -> MatMul+Add -> Relu -> MatMul+Add -> Add(residual) -> LayerNorm -> MatMul."""
+    """input [N, S, H] -> LayerNorm -> MatMul+Add -> Relu -> MatMul(Transpose(W))+Add -> Add(residual)
+    -> LayerNorm -> MatMul."""
     rng = np.random.default_rng(seed)
     inits = []
 
@@ -36,7 +37,8 @@ def _mlp(seed=0, hidden=32, inner=64, seq=8):
         helper.make_node("MatMul", ["n0", w("w1", hidden, inner)], ["m1"]),
         helper.make_node("Add", ["m1", const("b1", rng.standard_normal(inner) * 0.1)], ["a1"]),
         helper.make_node("Relu", ["a1"], ["r1"]),
-        helper.make_node("MatMul", ["r1", w("w2", inner, hidden)], ["m2"]),
+        helper.make_node("Transpose", [w("w2t", hidden, inner)], ["w2"], perm=[1, 0]),  # torch Linear, unfolded
+        helper.make_node("MatMul", ["r1", "w2"], ["m2"]),
         helper.make_node("Add", ["m2", const("b2", rng.standard_normal(hidden) * 0.1)], ["a2"]),
         helper.make_node("Add", ["a2", "input"], ["res"]),
         helper.make_node("LayerNormalization", ["res", const("g1", rng.uniform(0.5, 1.5, hidden)),
@@ -89,6 +91,8 @@ def test_recover_reduces_output_error(case):
     onnx.checker.check_model(model, full_check=True)
     fitted = [f for f in report.layers if not f.skipped]
     assert fitted and any(f.after < f.before for f in fitted)
+    if case.startswith("mlp"):  # both MatMul weights (plain and behind a Transpose) and both norms
+        assert [f.kind for f in fitted] == ["affine", "linear", "linear", "affine", "linear"]
     for f in fitted:  # a refit never raises its layer's measured error
         assert f.after <= f.before * (1 + 1e-9) + 1e-12, f
     x = _inputs(original, 32, 2)  # unseen inputs
