@@ -16,7 +16,9 @@ from .io import (DataFile, Staged, check_output, check_targets, default_output, 
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rules import Ctx, rule_for
 from .runtime import random_inputs, run_original
-from .score import Measured, Moments, Releasing, check_criterion, check_reduce, read_calib, score, statistics
+from .recover import recover as refit
+from .score import (Measured, Moments, Releasing, check_criterion, check_reduce, fixed_batch, read_calib, score,
+                    statistics)
 from .verify import verify as check_pruned
 
 EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
@@ -47,7 +49,7 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
-          normalize="mean", max_ratio=MAX_RATIO) -> PruneResult:
+          normalize="mean", max_ratio=MAX_RATIO, recover=None, progress=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -78,8 +80,13 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         compensate: fold removed channels' expected contribution into the consumers'
             biases (OBS update); default on for criteria "obspa" and "obs".
         calib: calibration inputs for the criteria that need data (taylor, hessian,
-            obs): an .npz path, a folder of <input>.npy files, or {input name: array},
-            samples on axis 0.
+            obs) and for recovery: an .npz path, a folder of <input>.npy files, or
+            {input name: array}, samples on axis 0.
+        recover: refit the pruned model's weights so each layer reproduces the original's
+            outputs on `calib` (spa.recover, docs/recover.md); None: on whenever `calib`
+            is given. The masked-equivalence oracle then no longer holds for the refitted weights.
+        progress: optional callable(stage, i, n, name), called as long stages advance
+            (recovery: after each layer).
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
@@ -87,7 +94,11 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     """
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking)
-    criterion = check_criterion(criterion, calib is not None)
+    if recover is None:
+        recover = calib is not None
+    if recover and calib is None:
+        raise UsageError("recovery needs calibration data: give --calib inputs.npz (or a folder of <input>.npy files)")
+    criterion = check_criterion(criterion, calib is not None, recover)
     check_output(model, output, force)
     clock = _Clock()
     m = load(model, _shapes(input_shapes))
@@ -102,7 +113,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     c = couple(m, exclude, head_dims=local)
     clock.lap("graph")
     before = _stats(m, c.cg.ctx, m.file_size)
-    stats, scores = _score(m, c, criterion, reduce, seed, None if calib is None else read_calib(calib, m.proto))
+    data = None if calib is None else read_calib(calib, m.proto)
+    stats, scores = _score(m, c, criterion, reduce, seed, data)
     if local:
         plan = local_plan(c.all, scores, ratio, round_to, kinds)
     else:
@@ -116,9 +128,15 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         compensate = criterion in ("obspa", "obs")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
+    notes = []
+    if recover and external:
+        notes.append("recovery skipped: models written with external data (over 2 GB) are not refitted yet")
+    fit = _Refit(m, keep, data, progress) if recover and not external else None
     try:
-        write = _write_external if external else _write_proto
-        pruned, verdict, size = write(m, edited, keep, output, feeds, reference, clock)
+        if external:
+            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock)
+        else:
+            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     pm = load(output if external else pruned, m.input_shapes, checked=reference is not None, dynamic=False)
@@ -129,7 +147,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     exact = all(g.kind != "hidden" for g in c.groups if g.id in plan)
     return PruneResult(where, output, before, after, changes, sum(not g.prunable for g in c.groups), len(scores),
                        verdict, clock.times, oracle_mask(c, plan), pruned, exact, updates, criterion, keep,
-                       _notes(target_macs, before, after, max_ratio))
+                       _notes(target_macs, before, after, max_ratio) + tuple(notes), fit and fit.report)
 
 
 def default_criterion(m) -> str:
@@ -268,10 +286,28 @@ class _Clock:
         self.t = time.perf_counter()
 
 
-def _write_proto(m, cg, keep, output, feeds, reference, clock):
-    """Rewrite in memory, verify (when `reference` is given), then write one file atomically."""
+class _Refit:
+    """The recovery stage: refit the rewritten model's weights on the calibration data
+    (spa.recover); `report` holds what it did."""
+
+    def __init__(self, m, keep, data, progress):
+        self.m, self.keep, self.data, self.progress, self.report = m, keep, data, progress, None
+
+    def __call__(self, pruned):
+        step = None if self.progress is None else (lambda i, n, name: self.progress("recover", i, n, name))
+        pruned, self.report = refit(_source(self.m), pruned, self.keep, self.data,
+                                    batch=fixed_batch(self.m.proto) or 16, progress=step)
+        return pruned
+
+
+def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None):
+    """Rewrite in memory, recover (with `fit`), verify (when `reference` is given), then
+    write one file atomically."""
     pruned = apply(cg, keep)
     clock.lap("rewrite")
+    if fit is not None:
+        pruned = fit(pruned)
+        clock.lap("recover")
     verdict = UNVERIFIED
     if reference is not None:
         verdict = check_pruned(m.proto, pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m))

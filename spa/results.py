@@ -75,6 +75,7 @@ class PruneResult:
     criterion: str = ""  # the importance criterion used
     keep: dict = field(default_factory=dict, repr=False, compare=False)  # {(tensor, axis): kept indices}
     notes: tuple = ()  # what the user should know about the result (a MACs target out of reach)
+    recovery: object = None  # recover.RecoveryReport when weights were refitted on calibration data
 
     @property
     def macs_reduction(self):
@@ -85,9 +86,10 @@ class PruneResult:
         return 1 - self.after.params / self.before.params if self.before.params else 0.0
 
     def to_dict(self):
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates", "keep")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates", "keep", "recovery")}
         d = {k: asdict(v) if is_dataclass(v) else v for k, v in d.items()}
         d["changes"] = [asdict(c) for c in self.changes]
         d["macs_reduction"] = self.macs_reduction
         d["params_reduction"] = self.params_reduction
+        d["recovery"] = None if self.recovery is None else self.recovery.to_dict()
         return d

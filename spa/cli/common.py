@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import traceback
 
 import click
@@ -83,3 +84,29 @@ class Bar:
         if self.drawn:
             sys.stderr.write("\r" + " " * 80 + "\r")
             sys.stderr.flush()
+
+
+class Progress:
+    """Progress of a long stage on stderr: one line redrawn in place on a terminal, else
+    a line at every tenth of the stage; each says the step, its count and elapsed time."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start, self.shown, self.drawn = {}, {}, False
+
+    def __call__(self, stage, i, n, name=""):
+        t0 = self.start.setdefault(stage, time.perf_counter())
+        line = f"{stage}: {i} of {n} ({time.perf_counter() - t0:.1f} s) {name}"
+        if self.tty:
+            self.stream.write("\r" + line[:100].ljust(100))
+            self.drawn = True
+        elif i == n or i * 10 // max(n, 1) > self.shown.get(stage, -1):
+            self.shown[stage] = i * 10 // max(n, 1)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.flush()

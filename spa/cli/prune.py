@@ -10,7 +10,7 @@ from ..measure import block_warnings
 from ..report import to_json
 from ..score import REDUCTIONS
 from ..score.criteria import CRITERIA
-from .common import RoundTo, common, run
+from .common import Progress, RoundTo, common, run
 from .text import analysis_text, prune_text
 
 
@@ -51,6 +51,10 @@ def analyze(model, input_shapes, exclude, as_json):
                    "taylor, hessian and obs need --calib.")
 @click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
                                                  "of <input>.npy files; samples on axis 0.")
+@click.option("--recover/--no-recover", default=None,
+              help="Refit the pruned weights on the --calib data so each layer reproduces the original "
+                   "(default: on with --calib).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
@@ -67,16 +71,29 @@ def analyze(model, input_shapes, exclude, as_json):
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @common
 @run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, reduce, global_ranking,
-          normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, quiet, reduce,
+          global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
-    result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
+    progress = None if quiet else Progress()
+    try:
+        result = _prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover,
+                        reduce, global_ranking, normalize, max_ratio, round_to, seed, force, external_data,
+                        input_shapes, exclude, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
+
+
+def _prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, reduce,
+           global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude,
+           progress):
+    return spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
                        criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                        exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                        kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                        external_data=external_data or None, calib=calib, normalize=normalize,
-                       max_ratio=max_ratio)
-    click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
+                       max_ratio=max_ratio, recover=recover, progress=progress)
 
 
 COMMANDS = (analyze, prune)

@@ -22,6 +22,8 @@ def prune_text(r) -> str:
     checks = ("verified: checker, onnxruntime run, outputs unchanged, deterministic" if r.verdict.checker
               else "not verified")
     notes = "".join(f"note: {n}\n" for n in r.notes)
+    if r.recovery is not None:
+        notes += r.recovery.summary() + "\n"
     return f"{out}\n\ncriterion: {r.criterion}\n{notes}{checks}\nwrote {where}"
 
 

@@ -90,20 +90,20 @@ def check_reduce(reduce):
         raise UsageError(f"unknown reduction {reduce!r}; choose from {', '.join(REDUCTIONS)}")
 
 
-def check_criterion(criterion, calib_given: bool):
+def check_criterion(criterion, calib_given: bool, recovering: bool = False):
     """The criterion to use (None: the caller's default), checked against the data given:
     calibration data without a criterion selects "obs" (it uses the data best, see
     docs/accuracy.md); a criterion that needs data refuses to run without it, and one
-    that reads none refuses it."""
+    that reads none refuses it unless recovery (spa.recover) reads it."""
     if calib_given and criterion is None:
         criterion = "obs"
     needs_calib = criterion is not None and getattr(criteria.get(criterion), "needs_calib", False)
     if not calib_given and needs_calib:
         raise UsageError(f"criterion {criterion!r} needs calibration data: give --calib inputs.npz "
                          "(or a folder of <input>.npy files)")
-    if calib_given and not needs_calib:
-        raise UsageError(f"criterion {criterion!r} reads no calibration data: drop --calib, or use obs, "
-                         "taylor or hessian")
+    if calib_given and not needs_calib and not recovering:
+        raise UsageError(f"criterion {criterion!r} reads no calibration data and recovery is off: drop --calib, "
+                         "use obs, taylor or hessian, or leave recovery on")
     return criterion
 
 

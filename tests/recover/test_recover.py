@@ -7,11 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import graphs
 import spa
-from spa.recover import RecoveryReport, recover
-from spa.recover import fit
+from spa.recover import RecoveryReport, fit, recover
 from spa.recover.session import cpu_session
+from spa.testing import nets as graphs
 
 
 def _run(model, x):
