@@ -142,7 +142,6 @@ def add_weight(ctx, t, node, delta):
         delta = np.transpose(delta, np.argsort(perm))
     old = ctx.const(t)
     new = (old.astype(np.float64) + delta).astype(old.dtype)
-    ctx._consts[t.name] = new
     write_const(ctx, t, new)
     return delta
 
@@ -194,7 +193,6 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
             return False
         new = (np.broadcast_to(old.reshape(-1), shift.shape) + shift).astype(old.dtype).reshape(
             old.shape if old.size == shift.size else shift.shape)
-        ctx._consts[t.name] = new
         write_const(ctx, t, new)
         return True
     y = node.outputs[0]
@@ -212,6 +210,5 @@ def _scale_variance(ctx, bn, factor) -> bool:
     if old is None or old.size != factor.size:
         return False
     new = (old.astype(np.float64) * factor.reshape(old.shape)).astype(old.dtype)
-    ctx._consts[t.name] = new
     write_const(ctx, t, new)
     return True

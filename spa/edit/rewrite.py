@@ -46,6 +46,7 @@ def apply(cg: ChannelGraph, keep: dict, sink=None) -> onnx.ModelProto:
 
 def write_const(ctx, t, value, sink=None):
     """Store a new value for a parameter wherever it comes from (`sink`: see apply)."""
+    ctx.remember(t, value)
     if isinstance(t, gs.Constant):
         _store(ctx.model, t, value, sink)
         return

@@ -73,6 +73,10 @@ class Ctx:
             self._consts[t.name] = const_value(t)
         return self._consts[t.name]
 
+    def remember(self, t, value):
+        """The value `t` now holds (its store was just rewritten), for later const() reads."""
+        self._consts[t.name] = value
+
     def ints(self, t) -> list | None:
         """A constant integer input as a list, or None."""
         v = self.const(t)
