@@ -18,7 +18,7 @@ from .rules import Ctx, rule_for
 from .runtime import random_inputs, run_original
 from .recover import recover as refit
 from .score import (Measured, Moments, Releasing, check_criterion, check_reduce, fixed_batch, read_calib, score,
-                    statistics)
+                    statistics, synthetic_inputs)
 from .verify import verify as check_pruned
 
 EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
@@ -84,7 +84,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             {input name: array}, samples on axis 0.
         recover: refit the pruned model's weights so each layer reproduces the original's
             outputs on `calib` (spa.recover, docs/recover.md); None: on whenever `calib`
-            is given. The masked-equivalence oracle then no longer holds for the refitted weights.
+            is given; True without `calib`: on SYNTHETIC_SAMPLES synthetic inputs (the
+            probe's smooth random fields, float inputs only). The masked-equivalence oracle
+            then no longer holds for the refitted weights.
         progress: optional callable(stage, i, n, name), called as long stages advance
             (recovery: after each layer).
 
@@ -96,8 +98,6 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking)
     if recover is None:
         recover = calib is not None
-    if recover and calib is None:
-        raise UsageError("recovery needs calibration data: give --calib inputs.npz (or a folder of <input>.npy files)")
     criterion = check_criterion(criterion, calib is not None, recover)
     check_output(model, output, force)
     clock = _Clock()
@@ -129,6 +129,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
     notes = []
+    if recover and data is None:
+        data = _synthetic(m)
     if recover and external:
         notes.append("recovery skipped: models written with external data (over 2 GB) are not refitted yet")
     fit = _Refit(m, keep, data, progress) if recover and not external else None
@@ -284,6 +286,25 @@ class _Clock:
 
     def skip(self):
         self.t = time.perf_counter()
+
+
+SYNTHETIC_SAMPLES = 64  # synthetic inputs recovery refits on when no calibration data is given
+
+
+def _synthetic(m) -> dict:
+    """Calibration inputs without data: the probe's smooth random fields and their sparse
+    excursions (spa.score.probe), at the model's input shapes."""
+    shapes = {k: (1,) + tuple(v[1:]) for k, v in m.input_shapes.items()}
+    parts = []
+    for seed in range(SYNTHETIC_SAMPLES):
+        part = synthetic_inputs(m.proto, shapes, seed)
+        if part is None:
+            raise UsageError(f"{m.path or '<model>'}: recovery without --calib needs float inputs (it runs on "
+                             "synthetic images); give --calib data")
+        parts.append(part)
+        if sum(len(next(iter(p.values()))) for p in parts) >= SYNTHETIC_SAMPLES:
+            break
+    return {k: np.concatenate([p[k] for p in parts])[:SYNTHETIC_SAMPLES] for k in parts[0]}
 
 
 class _Refit:

@@ -52,8 +52,8 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
                                                  "of <input>.npy files; samples on axis 0.")
 @click.option("--recover/--no-recover", default=None,
-              help="Refit the pruned weights on the --calib data so each layer reproduces the original "
-                   "(default: on with --calib).")
+              help="Refit the pruned weights so each layer reproduces the original, on the --calib data "
+                   "(default: on with --calib) or, without it, on synthetic images.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
