@@ -85,6 +85,7 @@ def test_recover_reduces_output_error(case):
     model, report = recover(original, result.model, result.keep, {"input": calib}, samples=48, batch=16,
                             progress=lambda i, n, name: calls.append((i, n)))
     assert isinstance(report, RecoveryReport) and report.samples == 48
+    assert not report.reverted and report.output_after < report.output_before
     assert calls and calls[-1][0] == calls[-1][1] == len(report.layers)
     # only weights change: same nodes, same tensors, same dtypes and shapes
     assert _structure(model) == _structure(result.model)
