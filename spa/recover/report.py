@@ -28,6 +28,9 @@ class RecoveryReport:
     passes: int  # groups of layers fitted together (each from the refits of all earlier groups)
     seconds: float
     forward_seconds: float  # of which running onnxruntime
+    output_before: float = 0.0  # graph outputs' squared error vs the original, relative, held-out samples
+    output_after: float = 0.0  # the same with the refitted weights
+    reverted: bool = False  # the refits raised output_after above output_before: weights left as pruned
 
     @property
     def improved(self) -> int:
@@ -43,4 +46,6 @@ class RecoveryReport:
         mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
         return (f"recovered {self.improved}/{len(self.layers)} layers on {self.samples} samples in "
                 f"{self.passes} passes, {self.seconds:.1f}s ({self.forward_seconds:.1f}s running the models); "
-                f"mean relative error {mean([f.before for f in fitted]):.4f} -> {mean([f.after for f in fitted]):.4f}")
+                f"mean relative error {mean([f.before for f in fitted]):.4f} -> {mean([f.after for f in fitted]):.4f}; "
+                f"outputs {self.output_before:.4f} -> {self.output_after:.4f}"
+                + (" (worse: weights left as pruned)" if self.reverted else ""))

@@ -54,16 +54,22 @@ def constants(model: onnx.ModelProto) -> set:
 
 
 def live(model: onnx.ModelProto, pos: int) -> list:
-    """Tensors computed before node `pos` (or fed) and read from node `pos` on: the cut
-    that carries everything the rest of the graph needs. Constants are left out."""
+    """Tensors computed from the inputs before node `pos` and read from node `pos` on: the
+    cut that carries everything the rest of the graph needs. Tensors computed from
+    constants only (a Transpose of a weight) are left out: the segments recompute them,
+    so a refit weight is never read through a stale copy."""
     g = model.graph
+    data = {i.name for i in g.input} - constants(model)
+    for n in g.node:
+        if _reads(n) & data:
+            data |= set(n.output)
     made = {i.name for i in g.input}
     for n in g.node[:pos]:
         made |= set(n.output)
     read = {o.name for o in g.output}
     for n in g.node[pos:]:
         read |= _reads(n)
-    return sorted((made & read) - constants(model))
+    return sorted(made & read & data)
 
 
 def segment(model: onnx.ModelProto, outputs: list, inputs: dict | None = None) -> onnx.ModelProto:

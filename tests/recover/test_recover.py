@@ -30,10 +30,11 @@ def _mlp(seed=0, hidden=32, inner=64, seq=8):
 
     def w(name, a, b):
         return const(name, rng.standard_normal((a, b)) / np.sqrt(a))
-    nodes = [
+    nodes = [  # a weight Transpose at the top: its output is live across every cut
+        helper.make_node("Transpose", [w("w1t", inner, hidden)], ["w1"], perm=[1, 0]),
         helper.make_node("LayerNormalization", ["input", const("g0", rng.uniform(0.5, 1.5, hidden)),
                                                 const("b0", rng.standard_normal(hidden) * 0.1)], ["n0"], axis=-1),
-        helper.make_node("MatMul", ["n0", w("w1", hidden, inner)], ["m1"]),
+        helper.make_node("MatMul", ["n0", "w1"], ["m1"]),
         helper.make_node("Add", ["m1", const("b1", rng.standard_normal(inner) * 0.1)], ["a1"]),
         helper.make_node("Relu", ["a1"], ["r1"]),
         helper.make_node("Transpose", [w("w2t", hidden, inner)], ["w2"], perm=[1, 0]),  # torch Linear, unfolded
@@ -84,6 +85,7 @@ def test_recover_reduces_output_error(case):
     model, report = recover(original, result.model, result.keep, {"input": calib}, samples=48, batch=16,
                             progress=lambda i, n, name: calls.append((i, n)))
     assert isinstance(report, RecoveryReport) and report.samples == 48
+    assert not report.reverted and report.output_after < report.output_before
     assert calls and calls[-1][0] == calls[-1][1] == len(report.layers)
     # only weights change: same nodes, same tensors, same dtypes and shapes
     assert _structure(model) == _structure(result.model)
@@ -162,3 +164,17 @@ def test_refit_per_group_keeps_only_groups_that_got_worse():
     np.testing.assert_array_equal(w[1], w0[1])
     np.testing.assert_allclose(w[0], truth[0], atol=1e-3)
     assert st["kept_old"] == 0.5 and st["after"] <= st["before"]
+
+
+def test_reported_errors_match_the_written_model():
+    """The last layer's reported error equals a fresh run of the recovered model: every
+    refit, including weights behind a Transpose, reached the activations later layers saw."""
+    original = _mlp(0)
+    result = spa.prune(original, verify=False, criterion="l2", ratio=0.5)
+    calib = _inputs(original, 48, 1)
+    model, report = recover(original, result.model, result.keep, {"input": calib}, samples=48)
+    last = report.layers[-1]
+    assert last.name == "out" or last.kind == "linear"
+    ref, got = _run(original, calib)[0].astype(np.float64), _run(model, calib)[0]
+    measured = float(((got - ref) ** 2).sum() / (ref ** 2).sum())
+    assert abs(measured - last.after) <= 1e-3 * max(measured, 1e-9) + 1e-7, (measured, last)
