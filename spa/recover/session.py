@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..runtime import options, session
+
 
 def threads() -> int:
     """Intra-op threads for recovery sessions: $SPA_THREADS, else the CPU count (at most 8)."""
@@ -16,21 +18,17 @@ def threads() -> int:
 
 
 def cpu_session(model: onnx.ModelProto, n_threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with pinned thread counts.
+    """A CPU session (spa.runtime) with pinned thread counts and no memory arena:
+    recovery's sessions come and go, and give memory back as they do.
 
     Args:
         model: the model to run.
         n_threads: intra-op threads; None: threads().
-
-    Returns:
-        An onnxruntime.InferenceSession.
     """
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = n_threads or threads()
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.enable_cpu_mem_arena = False  # sessions come and go: give memory back as they do
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    opts = options(n_threads or threads())
+    opts.inter_op_num_threads = 1
+    opts.enable_cpu_mem_arena = False
+    return session(model, opts=opts)
 
 
 def _reads(node) -> set:

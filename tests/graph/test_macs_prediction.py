@@ -3,7 +3,6 @@ grouped convolution with a few wide groups (ResNeSt's split attention, AlexNet) 
 its kept input channels too."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
