@@ -76,24 +76,16 @@ def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, crite
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     progress = None if quiet else Progress()
     try:
-        result = _prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover,
-                        reduce, global_ranking, normalize, max_ratio, round_to, seed, force, external_data,
-                        input_shapes, exclude, progress)
+        result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
+                               criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
+                               exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
+                               kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
+                               external_data=external_data or None, calib=calib, normalize=normalize,
+                               max_ratio=max_ratio, recover=recover, progress=progress)
     finally:
         if progress is not None:
             progress.close()
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
-
-
-def _prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, reduce,
-           global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude,
-           progress):
-    return spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
-                       criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
-                       exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
-                       kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
-                       external_data=external_data or None, calib=calib, normalize=normalize,
-                       max_ratio=max_ratio, recover=recover, progress=progress)
 
 
 COMMANDS = (analyze, prune)
