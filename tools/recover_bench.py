@@ -139,12 +139,13 @@ def accuracy(args):
             for target in args.target_list:
                 t = time.perf_counter()
                 r = spa.prune(path, None, criterion="obs", calib=calib, target_macs=target, verify=False,
-                              input_shapes=shapes)
+                              input_shapes=shapes, recover=False, sensitivity=args.sensitivity)
                 t_prune = time.perf_counter() - t
                 before = score(r.model)
                 model, rep = recover(path, r.model, r.keep, rcalib, samples=args.samples, ridge=args.ridge)
                 after = score(model)
                 row = dict(model=name, exporter=exporter, target_macs=target, macs_reduction=r.macs_reduction,
+                           sensitivity=args.sensitivity, sensitivity_s=r.timings.get("sensitivity"),
                            before=before, after=after, prune_s=t_prune, recover_s=rep.seconds,
                            improved=f"{rep.improved}/{len(rep.layers)}", passes=rep.passes,
                            output_error=[rep.output_before, rep.output_after], reverted=rep.reverted)
@@ -217,6 +218,8 @@ def parse_args(argv=None):
     ap.add_argument("--targets", default="0.3,0.5", help="target_macs values (MobileNetV2; MiniLM runs 0.3 only)")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--ridge", type=float, default=1e-3)
+    ap.add_argument("--sensitivity", action=argparse.BooleanOptionalAction, default=None,
+                    help="plan by measured sensitivity (spa.prune's default with calibration data: on)")
     ap.add_argument("--resnet-target", type=float, default=0.3)
     ap.add_argument("--out", help="also write the markdown table here")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "PRUNED"), help=argparse.SUPPRESS)

@@ -54,6 +54,9 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--recover/--no-recover", default=None,
               help="Refit the pruned weights so each layer reproduces the original, on the --calib data "
                    "(default: on with --calib) or, without it, on synthetic images.")
+@click.option("--sensitivity/--no-sensitivity", default=None,
+              help="With --calib and --target-macs or --global: measure how much the outputs change as each "
+                   "group alone loses channels, and remove where the error per MACs saved is lowest.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
@@ -71,8 +74,8 @@ def analyze(model, input_shapes, exclude, as_json):
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @common
 @run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, quiet, reduce,
-          global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, sensitivity,
+          quiet, reduce, global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     progress = None if quiet else Progress()
     try:
@@ -81,7 +84,7 @@ def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, crite
                                exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                                kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                                external_data=external_data or None, calib=calib, normalize=normalize,
-                               max_ratio=max_ratio, recover=recover, progress=progress)
+                               max_ratio=max_ratio, recover=recover, sensitivity=sensitivity, progress=progress)
     finally:
         if progress is not None:
             progress.close()

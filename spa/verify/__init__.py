@@ -2,5 +2,6 @@
 
 from .check import verify
 from .masked import masked
+from .sensitivity import Curve, sensitivity as measure_sensitivity
 
-__all__ = ["verify", "masked"]
+__all__ = ["verify", "masked", "Curve", "measure_sensitivity"]
