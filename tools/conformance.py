@@ -19,9 +19,11 @@ has imported `spa.cli` (the same `main` the `spa` entry point calls, with the sa
 arguments, minus 1.2 s of imports per command); `--spawn` starts `python -m spa.cli`
 instead.
 
-A model is flagged when:
+The corpus walk and the checks live in spa.testing.conformance (tests/test_conformance.py
+runs the wheel's small models through them in CI). A model is flagged when:
 - a command exits 10 (internal error), dies, or exits with a code the README does not list;
-- a command prints a traceback, or refuses in more than one line of stderr;
+- a command prints a traceback, or refuses in more than one line of stderr (`spa: warning`
+  lines aside);
 - a command runs past the time limit (hang);
 - prune fails and leaves anything in its output folder, or changes the model's folder;
 - prune exits 0 and its output fails `onnx.checker` (full check) or onnxruntime, has other
@@ -38,7 +40,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import fnmatch
-import glob
 import json
 import os
 import shutil
@@ -49,57 +50,10 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 
-import numpy as np
-import onnx
-from onnx import numpy_helper
-
 import spa.cli
-from spa import runtime
-from spa.rules import RULES, key
+from spa.testing.conformance import WHEEL_CORPORA, check_output, family, find_models, flags, listing, wheel_data
 
-WHEEL_CORPORA = ("light", "real", "simple", "pytorch-converted", "pytorch-operator")
-DOCUMENTED_EXITS = {0, 2, 3, 4, 5}
 RATIO = "0.3"
-
-
-# ---------------------------------------------------------------- corpora
-
-
-def wheel_data() -> str:
-    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
-
-
-def find_models(folder: str) -> list:
-    """(test name, model path, test data folder or None) for every model of a corpus folder."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(folder, "*.onnx"))):
-        out.append((os.path.splitext(os.path.basename(path))[0], path, None))
-    for test in sorted(os.listdir(folder)):
-        d = os.path.join(folder, test)
-        model = os.path.join(d, "model.onnx")
-        if os.path.isfile(model):
-            data = os.path.join(d, "test_data_set_0")
-            out.append((test, model, data if os.path.isdir(data) else None))
-        elif os.path.isfile(os.path.join(d, "data.json")):  # the wheel's `real`: a pointer into `light`
-            with open(os.path.join(d, "data.json")) as f:
-                url = json.load(f).get("url", "")
-            path = os.path.join(os.path.dirname(os.path.dirname(onnx.__file__)), url)
-            if os.path.isfile(path):
-                out.append((test, path, None))
-    return out
-
-
-def family(path: str) -> str:
-    """The spa.rules module that handles the model's ops; `none` when one op has no rule
-    (then its op type is given), `mixed` when they span several modules."""
-    proto = onnx.load(path, load_external_data=False)
-    ops = [(n.op_type, n.domain) for n in proto.graph.node]
-    main = [o for o in ops if o[0] != "Constant"] or ops
-    missing = sorted({op for op, dom in main if key(op, dom) not in RULES})
-    if missing:
-        return "none: " + ",".join(missing[:3])
-    fams = {type(RULES[key(op, dom)]).__module__.rsplit(".", 1)[-1] for op, dom in main}
-    return fams.pop() if len(fams) == 1 else "mixed"
 
 
 # ---------------------------------------------------------------- running the CLI
@@ -159,119 +113,7 @@ def _forked(args, timeout, t0):
                 "s": min(time.perf_counter() - t0, timeout)}
 
 
-# ---------------------------------------------------------------- checks
-
-
-def feeds_for(path: str, data: str | None) -> dict | None:
-    """Inputs from the test's data set where it has one (tensors, sequences, optionals,
-    maps), else seeded random tensors; None when neither can be made."""
-    proto = onnx.load(path, load_external_data=False)
-    inits = {t.name for t in proto.graph.initializer}
-    inputs = [vi for vi in proto.graph.input if vi.name not in inits]
-    files = sorted(glob.glob(os.path.join(data, "input_*.pb")),
-                   key=lambda p: int(p.rsplit("_", 1)[1][:-3])) if data else []
-    if files and len(files) == len(inputs):
-        try:
-            return {vi.name: _read_value(f, vi.type) for vi, f in zip(inputs, files)}
-        except Exception:  # an odd file: fall back to random inputs
-            pass
-    try:
-        from spa.io.load import concrete_inputs
-        return runtime.random_inputs(proto, concrete_inputs(proto, {}))
-    except Exception:  # a non-tensor input, or a type SPA cannot feed
-        return None
-
-
-def _read_value(path, tp):
-    with open(path, "rb") as f:
-        raw = f.read()
-    kind = tp.WhichOneof("value")
-    if kind == "tensor_type":
-        return numpy_helper.to_array(onnx.TensorProto.FromString(raw))
-    if kind == "sequence_type":
-        return numpy_helper.to_list(onnx.SequenceProto.FromString(raw))
-    if kind == "optional_type":
-        return numpy_helper.to_optional(onnx.OptionalProto.FromString(raw))
-    if kind == "map_type":
-        return numpy_helper.to_dict(onnx.MapProto.FromString(raw))
-    raise ValueError(f"cannot feed a {kind}")
-
-
-def _run(path, feeds):
-    sess = runtime.session(path)
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
-
-
-def _shape(v):
-    if isinstance(v, np.ndarray):
-        return v.shape
-    if isinstance(v, list):
-        return [_shape(x) for x in v]
-    return type(v).__name__
-
-
-def _close(a, b) -> bool:
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        if a.dtype.kind in "fc":
-            return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
-        return bool(np.array_equal(a, b))
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    return type(a) is type(b)
-
-
-def check_output(src, out, data, nothing_pruned) -> list:
-    """Problems of a pruned model written by an exit-0 prune: checker, onnxruntime,
-    output shapes, and output values where nothing was pruned."""
-    try:
-        onnx.checker.check_model(out, full_check=True)
-    except Exception as exc:  # ValidationError, InferenceError
-        return [f"checker: {str(exc).strip().splitlines()[0][:160]}"]
-    feeds = feeds_for(src, data)
-    if feeds is None:
-        return []
-    try:
-        want = _run(src, feeds)
-    except Exception:  # the original does not run on these inputs: nothing to compare to
-        return []
-    try:
-        got = _run(out, feeds)
-    except Exception as exc:  # onnxruntime errors have no common base class
-        return [f"ort: {str(exc).strip().splitlines()[0][:160]}"]
-    if list(got) != list(want):
-        return [f"outputs: {list(got)} != {list(want)}"]
-    bad = [n for n in want if _shape(want[n]) != _shape(got[n])]
-    if bad:
-        return [f"shapes differ: {bad[:3]}"]
-    if nothing_pruned:
-        bad = [n for n in want if not _close(want[n], got[n])]
-        if bad:
-            return [f"nothing pruned but outputs differ: {bad[:3]}"]
-    return []
-
-
-def _flags(step, r, timeout) -> list:
-    flags = []
-    if r["rc"] is None:
-        flags.append(f"{step}: hang (over {timeout:g} s)")
-        return flags
-    if r["rc"] == 10:
-        flags.append(f"{step}: internal error: {r['err'].strip()[:200]}")
-    elif r["rc"] not in DOCUMENTED_EXITS:
-        flags.append(f"{step}: exit {r['rc']}: {r['err'].strip()[-200:]}")
-    if "Traceback (most recent call last)" in r["out"] + r["err"]:
-        flags.append(f"{step}: traceback")
-    lines = [ln for ln in r["err"].splitlines() if ln.strip()]
-    if r["rc"] not in (0, None) and len(lines) > 1:
-        flags.append(f"{step}: {len(lines)} lines on stderr")
-    return flags
-
-
-def _listing(folder):
-    return sorted((e.name, e.stat().st_size) for e in os.scandir(folder))
+# ---------------------------------------------------------------- one model
 
 
 def check_model(job) -> dict:
@@ -282,17 +124,17 @@ def check_model(job) -> dict:
         row["family"] = family(path)
     except Exception:  # an unreadable model: spa must say so in one line
         row["family"] = "unreadable"
-    before = _listing(os.path.dirname(path))
+    before = listing(os.path.dirname(path))
     a = run_cli(["analyze", path, "--json"], timeout, spawn)
     row["analyze"], row["analyze_s"] = a["rc"], round(a["s"], 2)
-    row["flags"] += _flags("analyze", a, timeout)
+    row["flags"] += flags("analyze", a["rc"], a["out"], a["err"], timeout)
     tmp = tempfile.mkdtemp(prefix="spa-conf-")
     try:
         out = os.path.join(tmp, "out.onnx")
         p = run_cli(["prune", path, out, "--ratio", RATIO, "--json"], timeout, spawn)
         row["prune"], row["prune_s"] = p["rc"], round(p["s"], 2)
         row["why"] = (p["err"].strip().splitlines() or [""])[-1][:240] if p["rc"] else ""
-        row["flags"] += _flags("prune", p, timeout)
+        row["flags"] += flags("prune", p["rc"], p["out"], p["err"], timeout)
         if p["rc"] == 0:
             try:
                 res = json.loads(p["out"])
@@ -308,7 +150,7 @@ def check_model(job) -> dict:
             row["flags"].append(f"prune: left {sorted(os.listdir(tmp))} after exit {p['rc']}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if _listing(os.path.dirname(path)) != before:
+    if listing(os.path.dirname(path)) != before:
         row["flags"].append("the model's folder changed")
     return row
 
