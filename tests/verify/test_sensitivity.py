@@ -7,14 +7,14 @@ import pytest
 
 import spa
 from spa.edit import apply, fold_means, global_plan, keep_map
-from spa.graph import couple, removed_elements
+from spa.graph import couple, oracle_mask, removed_elements
 from spa.io import load
 from spa.runtime import run
 from spa.score import read_calib, score, statistics
 from spa.testing import nets
 from spa.testing.oracle import assert_oracle, feeds
 from spa.verify import Curve, measure_sensitivity
-from spa.verify.sensitivity import SAMPLES
+from spa.verify.sensitivity import SAMPLES, Overridable
 
 
 def _relative_error(want, got):
@@ -33,6 +33,7 @@ def test_each_point_is_the_error_of_that_prune(name):
     curves = measure_sensitivity(m.proto, c, scores, stats, data)
     assert set(curves) == set(scores)
     reference = run(model, data)
+    shared = Overridable(m.proto, {name for (name, _), a in c.cg.g.nodes(data=True) if a["param"]})
     for gid, curve in list(curves.items())[:3]:
         assert curve.counts[0] == 0 and curve.errors[0] == 0
         assert np.all(np.diff(curve.counts) > 0) and np.all(np.diff(curve.errors) >= 0)
@@ -40,7 +41,8 @@ def test_each_point_is_the_error_of_that_prune(name):
         plan = {gid: np.sort(np.argsort(scores[gid], kind="stable")[:k])}
         removed = removed_elements(c.groups, plan)
         edited = c.cg.copy()
-        fold_means(edited, stats, removed, keep_map(c.cg, removed))
+        updates = fold_means(edited, stats, removed, keep_map(c.cg, removed))
+        assert updates and shared.values(oracle_mask(c, plan), updates) is not None  # one session serves it
         pruned = apply(edited, keep_map(c.cg, removed))
         got = _relative_error(reference, run(pruned, data))
         assert got == pytest.approx(curve.errors[2], rel=1e-3, abs=1e-9)
