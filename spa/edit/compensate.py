@@ -98,7 +98,7 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         mean, var = stats.at(x, x_axis, n)
         if not stats.known(x, x_axis, n):  # statistics guessed from the input alone: no fold
             mean = np.zeros(n)
-        cov = stats.cov(x, x_axis, n)
+        cov = None if _uniform(w) else stats.cov(x, x_axis, n)  # a fill (weightless model): bias fold only
         delta = None
         if cov is not None:
             kept = np.setdiff1d(np.arange(n), idx)
@@ -122,6 +122,13 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             if np.any(factor != 1) and apply_shift(ctx, bn, factor):
                 updates.append(Update("variance", bn.outputs[0].name, factor))
     return tuple(updates)
+
+
+def _uniform(w) -> bool:
+    """One value repeated: a placeholder fill (ConstantOfShape) that an OBS update would
+    turn into a dense tensor of the full size."""
+    flat = w.reshape(-1)
+    return flat.size > 1 and bool(np.all(flat == flat[0]))
 
 
 def regression(cov, removed, kept, ridge):
