@@ -60,8 +60,10 @@ def sensitivity(proto, coupling, scores, stats, data, compensate=True, max_ratio
         order = np.argsort(scores[gid], kind="stable")
         n = len(order)
         counts = sorted({min(n - 1, max(1, round(f * n))) for f in LEVELS if f <= max_ratio + 1e-9})
-        errors = [_error(shared, proto, coupling, stats, {gid: np.sort(order[:k])}, feeds, reference, compensate,
-                         batch) for k in counts]
+        changes = [_change(shared, coupling, stats, {gid: np.sort(order[:k])}, compensate) for k in counts]
+        sess = shared.session_for(set().union(*(v for _, _, v in changes if v is not None)))
+        errors = [_error(reference, _run(masked(proto, sinks, updates), feeds, batch) if values is None
+                         else _run(sess, feeds, batch, values)) for sinks, updates, values in changes]
         errs = np.maximum.accumulate(np.maximum(errors, 0.0))  # removing more never helps
         curves[gid] = Curve(np.array([0] + counts), np.concatenate([[0.0], errs]))
         if progress is not None:
@@ -69,17 +71,17 @@ def sensitivity(proto, coupling, scores, stats, data, compensate=True, max_ratio
     return curves
 
 
-def _error(shared, proto, coupling, stats, plan, feeds, reference, compensate, batch) -> float:
+def _change(shared, coupling, stats, plan, compensate):
+    """(sinks, compensation updates, {initializer: new value} or None) of one plan."""
     updates = ()
     if compensate:
         removed = removed_elements(coupling.groups, plan)
         updates = fold_means(coupling.cg.copy(), stats, removed, keep_map(coupling.cg, removed))
     sinks = oracle_mask(coupling, plan)
-    values = shared.values(sinks, updates)
-    if values is None:  # a change the shared session cannot take: build the masked model
-        outs = _run(masked(proto, sinks, updates), feeds, batch)
-    else:
-        outs = _run(shared.session, feeds, batch, values)
+    return sinks, updates, shared.values(sinks, updates)
+
+
+def _error(reference, outs) -> float:
     num = den = 0.0
     for name, want in reference.items():
         if np.issubdtype(want.dtype, np.floating):
@@ -97,10 +99,10 @@ def _run(model, feeds, batch, extra=None) -> dict:
 
 class Overridable:
     """The original model with its parameters, and the biases and BatchNorm variances that
-    compensation changes, as initializers that a run may override: one session serves
-    every measurement, each run feeding the tensors its plan changes (building and loading
-    a masked model per measurement costs 10x the run on a 90 MB transformer). Conv and Gemm
-    without a bias get a zero one."""
+    compensation changes, as initializers that a run may override: one session per group
+    serves its measurements, each run feeding the tensors its plan changes (building and
+    loading a masked model per measurement costs 10x the run on a 90 MB transformer). Conv
+    and Gemm without a bias get a zero one."""
 
     def __init__(self, proto, params):
         model = load(proto)
@@ -126,12 +128,18 @@ class Overridable:
         names |= set(self.bias.values()) | set(self.variance.values())
         for name in names:
             _as_initializer(graph, ctx, name)
-        base = export(model, graph)
-        self.arrays = {t.name: numpy_helper.to_array(t) for t in base.graph.initializer if t.name in names}
-        listed = {i.name for i in base.graph.input}
-        base.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
-                                for t in base.graph.initializer if t.name in self.arrays and t.name not in listed)
-        self.session = session(base)
+        self.base = export(model, graph)
+        self.arrays = {t.name: numpy_helper.to_array(t) for t in self.base.graph.initializer if t.name in names}
+
+    def session_for(self, names):
+        """A session in which the initializers `names` (only those: onnxruntime cannot fuse
+        or pre-pack an overridable weight) take fed values."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.base)
+        listed = {i.name for i in proto.graph.input}
+        proto.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                                 for t in proto.graph.initializer if t.name in names and t.name not in listed)
+        return session(proto)
 
     def values(self, sinks, updates) -> dict | None:
         """{initializer: new value} for a plan's sinks and compensation, or None."""

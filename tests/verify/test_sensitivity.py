@@ -42,7 +42,7 @@ def test_each_point_is_the_error_of_that_prune(name):
         removed = removed_elements(c.groups, plan)
         edited = c.cg.copy()
         updates = fold_means(edited, stats, removed, keep_map(c.cg, removed))
-        assert updates and shared.values(oracle_mask(c, plan), updates) is not None  # one session serves it
+        assert updates and shared.values(oracle_mask(c, plan), updates) is not None  # a shared session serves it
         pruned = apply(edited, keep_map(c.cg, removed))
         got = _relative_error(reference, run(pruned, data))
         assert got == pytest.approx(curve.errors[2], rel=1e-3, abs=1e-9)
