@@ -34,13 +34,43 @@ def run(fn):
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
 
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def command(*examples):
+    """A subcommand with -h and its `examples` at the end of --help."""
+    epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in examples)
+    return click.command(context_settings=CONTEXT, epilog=epilog)
+
+
+def input_shape(fn):
+    """--input-shape, the same in every subcommand."""
+    return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
+                        help="Concrete shape of a dynamic input (repeatable); other dynamic dims are 1.")(fn)
+
+
+def as_json(fn):
+    """--json: a flag in every subcommand."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")(fn)
+
+
+def samples(default=None):
+    """--samples: dim 0 of generated inputs (compare, gate)."""
+    return click.option("--samples", type=int, default=default, show_default=default is not None,
+                        help="Samples in generated inputs" + ("" if default else " (default 8)") + ".")
+
+
+def quiet(fn):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")(fn)
+
+
 def common(fn):
-    fn = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
-                      help="Concrete shape for a dynamic input (repeatable).")(fn)
+    """What analyze and prune share."""
+    fn = input_shape(fn)
     fn = click.option("--exclude", multiple=True, metavar="PATTERN",
-                      help="Protect groups touching nodes or tensors matching this glob (repeatable).")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")(fn)
-    return fn
+                      help="Protect groups touching nodes or tensors matching this glob (repeatable); "
+                           "a pattern that matches nothing is an error.")(fn)
+    return as_json(fn)
 
 
 class RoundTo(click.ParamType):

@@ -10,7 +10,7 @@ from ..measure import block_warnings
 from ..report import to_json
 from ..score import REDUCTIONS
 from ..score.criteria import CRITERIA
-from .common import Progress, RoundTo, common, run
+from .common import Progress, RoundTo, command, common, quiet, run
 from .text import analysis_text, prune_text
 
 
@@ -24,19 +24,22 @@ def block_warning_lines(model, limit=8) -> list:
     return lines
 
 
-@click.command()
+@command("spa analyze model.onnx", "spa analyze model.onnx -v --exclude 'head*'",
+         "spa analyze model.onnx --input-shape input:1,3,224,224 --json")
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-v", "--verbose", is_flag=True, help="List every member of every group.")
 @common
 @run
-def analyze(model, input_shapes, exclude, as_json):
+def analyze(model, verbose, input_shapes, exclude, as_json):
     """List the coupled channel groups of MODEL and why any is blocked."""
     an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
-    click.echo(to_json(an.to_dict()) if as_json else analysis_text(an))
+    click.echo(to_json(an.to_dict()) if as_json else analysis_text(an, verbose))
     for line in block_warning_lines(model):  # channel counts that miss onnxruntime's NCHWc kernels
         click.echo(line, err=True)
 
 
-@click.command()
+@command("spa prune model.onnx --ratio 0.3", "spa prune model.onnx small.onnx --target-macs 0.5 --exclude 'head*'",
+         "spa prune model.onnx --target-macs 0.3 --calib samples.npz --json")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("output", required=False, type=click.Path(dir_okay=False))
 @click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
@@ -54,7 +57,7 @@ def analyze(model, input_shapes, exclude, as_json):
 @click.option("--recover/--no-recover", default=None,
               help="Refit the pruned weights so each layer reproduces the original, on the --calib data "
                    "(default: on with --calib) or, without it, on synthetic images.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@quiet
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")

@@ -1,6 +1,8 @@
-"""Checking a pruned model before it is written, and the masked-equivalence oracle."""
+"""Checking a pruned model before it is written, the fidelity figures it reports, and
+the masked-equivalence oracle."""
 
 from .check import verify
+from .fidelity import fidelity, fidelity_all
 from .masked import masked
 
-__all__ = ["verify", "masked"]
+__all__ = ["verify", "fidelity", "fidelity_all", "masked"]

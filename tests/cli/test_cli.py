@@ -124,3 +124,31 @@ def test_input_shape_sets_macs_and_keeps_dynamic_dims(model_path, tmp_path):
     assert json.loads(res.output)["before"]["macs"] == 2 * one["before"]["macs"]
     dim0 = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param == "N"
+
+
+def _subcommands():
+    return sorted(main.commands)
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_every_subcommand_has_help_with_an_example(flag):
+    top = invoke(flag)
+    assert top.exit_code == 0 and "Examples:" in top.output
+    names = _subcommands()
+    assert {"analyze", "prune", "bench", "compare", "gate"} <= set(names)
+    for name in names:
+        res = invoke(name, flag)
+        assert res.exit_code == 0, (name, res.output)
+        example = res.output.split("Examples:")[-1]
+        assert "Examples:" in res.output and f"spa {name} " in example, (name, res.output)
+        assert "-h, --help" in res.output
+
+
+def test_options_agree_across_subcommands():
+    """--json is a flag everywhere, --input-shape means the same everywhere, generated inputs are --samples."""
+    for name in _subcommands():
+        params = {p.name: p for p in main.commands[name].params}
+        assert params["as_json"].is_flag and params["as_json"].opts == ["--json"], name
+        assert params["input_shapes"].opts == ["--input-shape"] and params["input_shapes"].multiple, name
+        if name in ("compare", "gate"):
+            assert "samples" in params and "batch" not in params or name == "gate"
