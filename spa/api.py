@@ -114,6 +114,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("graph")
     before = _stats(m, c.cg.ctx, m.file_size)
     data = None if calib is None else read_calib(calib, m.proto)
+    measure = (data, calib if isinstance(calib, str) else "calibration data")  # fidelity is measured on --calib
     stats, scores = _score(m, c, criterion, reduce, seed, data)
     if local:
         plan = local_plan(c.all, scores, ratio, round_to, kinds)
@@ -136,9 +137,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     fit = _Refit(m, keep, data, progress) if recover and not external else None
     try:
         if external:
-            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock)
+            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock, measure)
         else:
-            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit)
+            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit, measure)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     pm = load(output if external else pruned, m.input_shapes, checked=reference is not None, dynamic=False)
@@ -321,7 +322,7 @@ class _Refit:
         return pruned
 
 
-def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None):
+def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None, measure=(None, "")):
     """Rewrite in memory, recover (with `fit`), verify (when `reference` is given), then
     write one file atomically."""
     pruned = apply(cg, keep)
@@ -331,7 +332,8 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None):
         clock.lap("recover")
     verdict = UNVERIFIED
     if reference is not None:
-        verdict = check_pruned(m.proto, pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m))
+        verdict = check_pruned(_source(m), pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m),
+                               *measure)
         clock.skip()
     size = pruned.ByteSize()
     if output is not None:
@@ -340,7 +342,7 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None):
     return pruned, verdict, size
 
 
-def _write_external(m, cg, keep, output, feeds, reference, clock):
+def _write_external(m, cg, keep, output, feeds, reference, clock, measure=(None, "")):
     """Rewrite straight into a staged model and data file, verify the staged files
     (when `reference` is given), then move them into place."""
     with Staged(output) as st:
@@ -356,7 +358,7 @@ def _write_external(m, cg, keep, output, feeds, reference, clock):
         verdict = UNVERIFIED
         if reference is not None:
             verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>",
-                                   _probe(m))
+                                   _probe(m), *measure)
             clock.skip()
         st.commit()
     return pruned, verdict, size

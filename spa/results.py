@@ -137,4 +137,5 @@ class PruneResult:
         d["macs_reduction"] = self.macs_reduction
         d["params_reduction"] = self.params_reduction
         d["recovery"] = None if self.recovery is None else self.recovery.to_dict()
+        d["verdict"].update(cosine=self.verdict.cosine, max_abs=self.verdict.max_abs, top1=self.verdict.top1)
         return d

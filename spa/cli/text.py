@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..report import human, table
 
 
@@ -19,12 +21,38 @@ def prune_text(r) -> str:
     ]
     out = table(rows, ("", "before", "after", "change"))
     where = r.output or "(not written)"
-    checks = ("verified: checker, onnxruntime run, outputs unchanged, deterministic" if r.verdict.checker
-              else "not verified")
     notes = "".join(f"note: {n}\n" for n in r.notes)
     if r.recovery is not None:
         notes += r.recovery.summary() + "\n"
-    return f"{out}\n\ncriterion: {r.criterion}\n{notes}{checks}\nwrote {where}"
+    took = sum(r.timings.values())
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in r.timings.items() if v >= 0.05)
+    return (f"{out}\n\ncriterion: {r.criterion}\nchannels: {changes_text(r.changes)}\n{notes}"
+            f"{verdict_text(r.verdict)}\ntook {took:.1f} s ({stages})\nwrote {where}")
+
+
+def changes_text(changes, limit=8) -> str:
+    """Per-group channel counts, alike ones together: `256→176 ×13, 64→48 ×3`."""
+    counts = Counter((c.before, c.after) for c in changes)
+    parts = [f"{b}→{a}" + (f" ×{n}" if n > 1 else "") for (b, a), n in
+             sorted(counts.items(), key=lambda kv: (-kv[1], -kv[0][0]))]
+    return ", ".join(parts[:limit]) + (f", ... ({len(parts) - limit} more)" if len(parts) > limit else "")
+
+
+def verdict_text(v) -> str:
+    """What verification checked, and the fidelity it measured."""
+    if not v.checker:
+        return "not verified"
+    text = ("verified: onnx.checker (full check), onnxruntime runs it twice with identical results, the outputs "
+            "keep their names, shapes and types\n"
+            f"fidelity on {v.samples} sample{'s' if v.samples != 1 else ''}, {v.inputs}:")
+    rows = [(f.name, fmt(f.cosine, ".4f"), fmt(f.max_abs, ".3g"), fmt(f.mean_abs, ".3g"),
+             "" if f.top1 is None else f"{f.top1:.1%}", f.note) for f in v.fidelity]
+    lines = table(rows, ("output", "cosine", "max abs", "mean abs", "top-1 agreement", "note")).splitlines()
+    return text + "\n" + "\n".join("  " + line for line in lines)
+
+
+def fmt(x, spec) -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
 def analysis_text(an, verbose=False) -> str:

@@ -2,7 +2,8 @@
 the masked-equivalence oracle."""
 
 from .check import verify
+from .check import SAMPLES
 from .fidelity import fidelity, fidelity_all
 from .masked import masked
 
-__all__ = ["verify", "fidelity", "fidelity_all", "masked"]
+__all__ = ["verify", "SAMPLES", "fidelity", "fidelity_all", "masked"]
