@@ -13,6 +13,7 @@ from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load,
                  parse_input_shapes, write_atomic)
+from .report import provenance, read_provenance, stamp
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rules import Ctx, rule_for
 from .runtime import random_inputs, run_original
@@ -43,7 +44,7 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
     infos = _group_infos(c.cg, c.groups, stats.macs) + (_group_infos(c.cg2, c.head_dims, stats.macs)
                                                           if c.head_dims else ())
-    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())))
+    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())), read_provenance(m.proto))
 
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
@@ -135,16 +136,21 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     if recover and external:
         notes.append("recovery skipped: models written with external data (over 2 GB) are not refitted yet")
     fit = _Refit(m, keep, data, progress) if recover and not external else None
+    settings = {"ratio": ratio, "target_macs": target_macs, "kinds": kinds, "global_ranking": global_ranking,
+                "reduce": reduce, "normalize": normalize, "max_ratio": max_ratio, "round_to": round_to,
+                "exclude": list(exclude), "input_shapes": _shapes(input_shapes), "seed": seed,
+                "calib": calib if calib is None or isinstance(calib, str) else "<arrays>", "recover": recover,
+                "compensate": compensate, "verify": verify}
+    mark = _Provenance(m, before, criterion, settings, checked=reference is not None)
     try:
         if external:
-            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock, measure)
+            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock, measure, mark)
         else:
-            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit, measure)
+            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit, measure,
+                                                 mark)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
-    pm = load(output if external else pruned, m.input_shapes, checked=reference is not None, dynamic=False)
-    after = _stats(pm, Ctx(pm), size)
-    clock.lap("stats")
+    after = Stats(mark.after.params, mark.after.macs, size)
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
                     for g in c.all if g.id in plan)
     exact = all(g.kind != "hidden" for g in c.groups if g.id in plan)
@@ -322,7 +328,21 @@ class _Refit:
         return pruned
 
 
-def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None, measure=(None, "")):
+class _Provenance:
+    """Measures the pruned model (params, MACs: `after`) and records the prune in its
+    metadata_props (spa.report.provenance), after verification and before it is written."""
+
+    def __init__(self, m, before, criterion, settings, checked):
+        self.m, self.before, self.criterion, self.settings, self.checked = m, before, criterion, settings, checked
+        self.after = None
+
+    def __call__(self, pruned, src=None):
+        pm = load(src or pruned, self.m.input_shapes, checked=self.checked, dynamic=False)
+        self.after = _stats(pm, Ctx(pm), 0)
+        stamp(pruned, provenance(self.m.path or "<model>", self.settings, self.criterion, self.before, self.after))
+
+
+def _write_proto(m, cg, keep, output, feeds, reference, clock, fit, measure, mark):
     """Rewrite in memory, recover (with `fit`), verify (when `reference` is given), then
     write one file atomically."""
     pruned = apply(cg, keep)
@@ -335,6 +355,8 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None, measure
         verdict = check_pruned(_source(m), pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m),
                                *measure)
         clock.skip()
+    mark(pruned)
+    clock.lap("stats")
     size = pruned.ByteSize()
     if output is not None:
         size = write_atomic(pruned, output)
@@ -342,7 +364,7 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None, measure
     return pruned, verdict, size
 
 
-def _write_external(m, cg, keep, output, feeds, reference, clock, measure=(None, "")):
+def _write_external(m, cg, keep, output, feeds, reference, clock, measure, mark):
     """Rewrite straight into a staged model and data file, verify the staged files
     (when `reference` is given), then move them into place."""
     with Staged(output) as st:
@@ -360,5 +382,8 @@ def _write_external(m, cg, keep, output, feeds, reference, clock, measure=(None,
             verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>",
                                    _probe(m), *measure)
             clock.skip()
+        mark(pruned, st.model)
+        size = st.write(pruned)  # again, with the provenance: the model file only, the data stays
+        clock.lap("stats")
         st.commit()
     return pruned, verdict, size

@@ -33,6 +33,7 @@ class Analysis:
     stats: Stats
     groups: tuple
     blocked_ops: tuple  # op types without a rule, as (op, count)
+    provenance: dict = field(default_factory=dict)  # what SPA recorded when it pruned this model (spa.report)
 
     @property
     def prunable(self):

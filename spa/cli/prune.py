@@ -89,6 +89,8 @@ def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, crite
         if progress is not None:
             progress.close()
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
+    for line in block_warning_lines(result.output or result.model):  # the pruned model's channel counts against the NCHWc block
+        click.echo(line, err=True)
 
 
 COMMANDS = (analyze, prune)

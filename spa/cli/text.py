@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from ..report import human, table
@@ -27,7 +28,7 @@ def prune_text(r) -> str:
     took = sum(r.timings.values())
     stages = ", ".join(f"{k} {v:.1f}" for k, v in r.timings.items() if v >= 0.05)
     return (f"{out}\n\ncriterion: {r.criterion}\nchannels: {changes_text(r.changes)}\n{notes}"
-            f"{verdict_text(r.verdict)}\ntook {took:.1f} s ({stages})\nwrote {where}")
+            f"{verdict_text(r.verdict)}\ntook {took:.1f} s" + (f" ({stages})" if stages else "") + f"\nwrote {where}")
 
 
 def changes_text(changes, limit=8) -> str:
@@ -65,7 +66,27 @@ def analysis_text(an, verbose=False) -> str:
     head = (f"{an.model}: {len(an.groups)} groups, {len(an.prunable)} prunable; "
             f"{human(an.stats.params)} parameters, {human(an.stats.macs)} MACs")
     text = head + "\n\n" + table(rows, ("id", "kind", "channels", "MACs", "status", "members", "reason"))
+    if an.provenance:
+        text += "\n\n" + provenance_text(an.provenance)
     if an.blocked_ops:
         text += "\n\nops without a rule (they block their channels): " + ", ".join(
             f"{op} x{n}" for op, n in an.blocked_ops)
     return text
+
+
+def provenance_text(p: dict) -> str:
+    """What SPA recorded in a model it pruned (metadata_props)."""
+    def figures(key):
+        try:
+            d = json.loads(p.get(key, ""))
+            return f"{human(d['params'])} parameters, {human(d['macs'])} MACs"
+        except (ValueError, KeyError, TypeError):
+            return p.get(key, "?")
+
+    try:
+        settings = json.loads(p.get("settings", "{}"))
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items() if not (v is None or v is False or v == [] or v == {}))
+    except ValueError:
+        shown = p.get("settings", "")
+    return (f"pruned by SPA {p.get('version', '?')} from {p.get('source', '?')} with criterion "
+            f"{p.get('criterion', '?')}: {figures('before')} -> {figures('after')}\nsettings: {shown}")

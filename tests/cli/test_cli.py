@@ -35,14 +35,14 @@ def test_prune_writes_default_output_and_table(model_path):
 def test_prune_json(model_path, tmp_path):
     res = invoke("prune", model_path, tmp_path / "o.onnx", "--ratio", "0.3", "--json")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["macs_reduction"] > 0.3 and data["after"]["macs"] < data["before"]["macs"]
 
 
 def test_analyze_json_schema(model_path):
     res = invoke("analyze", model_path, "--json")
     assert res.exit_code == 0, res.output
-    groups = json.loads(res.output)["groups"]
+    groups = json.loads(res.stdout)["groups"]
     assert groups
     for g in groups:
         assert {"id", "channels", "members", "macs_share", "prunable", "reason"} <= set(g)
@@ -118,10 +118,10 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_input_shape_sets_macs_and_keeps_dynamic_dims(model_path, tmp_path):
     out = tmp_path / "o.onnx"
-    one = json.loads(invoke("prune", model_path, out, "--ratio", "0.3", "--json").output)
+    one = json.loads(invoke("prune", model_path, out, "--ratio", "0.3", "--json").stdout)
     res = invoke("prune", model_path, out, "--ratio", "0.3", "--json", "--force", "--input-shape", "input:2,3,16,16")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["before"]["macs"] == 2 * one["before"]["macs"]
+    assert json.loads(res.stdout)["before"]["macs"] == 2 * one["before"]["macs"]
     dim0 = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param == "N"
 
@@ -152,3 +152,21 @@ def test_options_agree_across_subcommands():
         assert params["input_shapes"].opts == ["--input-shape"] and params["input_shapes"].multiple, name
         if name in ("compare", "gate"):
             assert "samples" in params and "batch" not in params or name == "gate"
+
+
+def test_provenance_in_metadata_props_and_analyze(model_path, tmp_path):
+    out = tmp_path / "o.onnx"
+    res = invoke("prune", model_path, out, "--ratio", "0.3", "--criterion", "l2", "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    props = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert props["spa.prune.version"] and props["spa.prune.source"] == "resnet.onnx"
+    assert props["spa.prune.criterion"] == "l2"
+    settings = json.loads(props["spa.prune.settings"])
+    assert settings["ratio"] == 0.3 and settings["round_to"] == "auto"
+    assert json.loads(props["spa.prune.before"]) == {"params": r["before"]["params"], "macs": r["before"]["macs"]}
+    assert json.loads(props["spa.prune.after"]) == {"params": r["after"]["params"], "macs": r["after"]["macs"]}
+    an = invoke("analyze", out)
+    assert an.exit_code == 0 and "pruned by SPA" in an.stdout and "criterion l2" in an.stdout, an.output
+    assert json.loads(invoke("analyze", out, "--json").stdout)["provenance"]["criterion"] == "l2"
+    assert "pruned by SPA" not in invoke("analyze", model_path).stdout
