@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections import Counter
 
@@ -39,6 +40,7 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
         exclude: glob patterns of node or tensor names to protect.
     """
     m = load(model, _shapes(input_shapes))
+    _check_exclude(m, exclude)
     c = couple(m, exclude)
     stats = _stats(m, c.cg.ctx, m.file_size)
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
@@ -105,6 +107,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     m = load(model, _shapes(input_shapes))
     where = m.path or "<model>"
     clock.lap("load")
+    _check_exclude(m, exclude)
     criterion = criterion or default_criterion(m)
     external = _wants_external(m, external_data, output)
     check_targets(m, output, external, force)
@@ -202,16 +205,32 @@ def _stats(model, ctx, size) -> Stats:
     return Stats(param_count(model.graph, ctx), total_macs(model.graph.nodes, ctx), size)
 
 
+def _check_exclude(m, patterns):
+    """An --exclude pattern that matches no node or tensor name is a typo: refuse it."""
+    names = [n.name for n in m.graph.nodes] + list(m.graph.tensors())
+    for p in patterns:
+        if not any(fnmatch.fnmatchcase(n, p) for n in names):
+            raise UsageError(f"--exclude {p!r} matches no node or tensor name of {m.path or '<model>'} "
+                             "(names are case-sensitive; see `spa analyze -v`)")
+
+
+LABELS = {"heads": "heads", "head_dim": "head_dim", "hidden": "hidden size"}
+
+
 def _group_infos(cg, groups, macs):
     infos = []
     for gr in groups:
         members = tuple(f"{n}[{a}]" for (n, a) in gr.spaces if cg.g.nodes[(n, a)]["param"])
+        owners = [o for (n, a) in gr.spaces if cg.g.nodes[(n, a)]["param"] for o in cg.ctx.tensors[n].outputs]
+        layers = tuple(dict.fromkeys(o.name for o in owners))
+        label = LABELS.get(gr.kind) or ("conv channels" if any(o.op.startswith("Conv") for o in owners)
+                                        else "MLP width")
         nodes = sorted({n.name for (name, _) in gr.spaces
                         for n in list(cg.ctx.tensors[name].inputs) + list(cg.ctx.tensors[name].outputs)})
         reason = "; ".join(gr.blockers[:3]) + (f" (+{len(gr.blockers) - 3} more)" if len(gr.blockers) > 3 else "")
         span = max(int(np.bincount(ch).max()) for _, ch in gr.spaces.values())
         infos.append(GroupInfo(gr.id, gr.channels, members, tuple(nodes),
-                               gr.macs / macs if macs else 0.0, gr.prunable, reason, span, gr.kind))
+                               gr.macs / macs if macs else 0.0, gr.prunable, reason, span, gr.kind, layers, label))
     return tuple(infos)
 
 

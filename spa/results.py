@@ -17,7 +17,9 @@ class GroupInfo:
     prunable: bool
     reason: str  # why it is blocked; "" when prunable
     elements: int  # largest number of elements one channel spans in a single tensor axis
-    kind: str  # "heads", "hidden" (passes a norm: pruning is not exactly zeroing) or "mlp"
+    kind: str  # "heads", "head_dim", "hidden" (passes a norm: pruning is not exactly zeroing) or "mlp"
+    layers: tuple = ()  # names of the nodes whose weights the members are, in member order
+    label: str = ""  # the kind in words: conv channels, MLP width, heads, head_dim, hidden size
 
 
 @dataclass(frozen=True)

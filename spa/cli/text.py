@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from collections import Counter
 
 from ..report import human, table
@@ -56,22 +58,63 @@ def fmt(x, spec) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def analysis_text(an, verbose=False) -> str:
+def analysis_text(an, verbose=False, width=None) -> str:
+    """The groups of an Analysis, fitted to `width` columns (the terminal's by default):
+    one row per group naming its first layers, and under a blocked group why, wrapped.
+    `verbose`: every layer of every group."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
     rows = []
     for g in an.groups:
-        members = ", ".join(g.members[:3]) + (f" +{len(g.members) - 3}" if len(g.members) > 3 else "")
-        status = "prunable" if g.prunable else "blocked"
-        rows.append((g.id, g.kind, g.channels, f"{g.macs_share * 100:.1f}%", status, members,
-                     "" if g.prunable else g.reason))
+        names = list(g.layers or g.members)
+        rows.append([g.id, g.label or g.kind, g.channels, f"{g.macs_share * 100:.1f}%",
+                     "prunable" if g.prunable else "blocked", names])
+    header = ("id", "kind", "channels", "MACs", "status", "layers")
+    fixed = sum(max(len(str(r[i])) for r in rows + [list(header)]) + 2 for i in range(5))
+    room = max(width - fixed, 24)
+    for r in rows:
+        r[-1] = _layers(r[-1], room, verbose)
+    lines = table(rows, header).splitlines()
+    out = lines[:2]
+    for g, line in zip(an.groups, lines[2:]):
+        out.append(line)
+        if verbose and len(g.layers) > 1:  # one layer a line under the row
+            out += [" " * fixed + name for name in g.layers[1:]]
+        if not g.prunable:
+            out += textwrap.wrap(g.reason, width, initial_indent="    why: ", subsequent_indent="         ")
     head = (f"{an.model}: {len(an.groups)} groups, {len(an.prunable)} prunable; "
             f"{human(an.stats.params)} parameters, {human(an.stats.macs)} MACs")
-    text = head + "\n\n" + table(rows, ("id", "kind", "channels", "MACs", "status", "members", "reason"))
+    text = head + "\n\n" + "\n".join(out)
     if an.provenance:
         text += "\n\n" + provenance_text(an.provenance)
     if an.blocked_ops:
         text += "\n\nops without a rule (they block their channels): " + ", ".join(
             f"{op} x{n}" for op, n in an.blocked_ops)
     return text
+
+
+def _layers(names, room, verbose) -> str:
+    """The first layer names that fit in `room` columns, long ones cut in the middle, and
+    how many more (`verbose`: the first only; the rest go on lines of their own)."""
+    if verbose:
+        return names[0] if names else ""
+    shown, used = [], 0
+    for k, name in enumerate(names):
+        more = f" +{len(names) - k - 1}" if k < len(names) - 1 else ""
+        left = room - used - len(more) - (2 if shown else 0)
+        if len(name) <= left or not shown:
+            shown.append(_middle(name, max(left, 12)))
+            used += len(shown[-1]) + (2 if len(shown) > 1 else 0)
+            continue
+        return ", ".join(shown) + f" +{len(names) - k}"
+    return ", ".join(shown)
+
+
+def _middle(text, n) -> str:
+    """`text` cut to n characters in the middle, where long node names repeat themselves least."""
+    if len(text) <= n:
+        return text
+    head = (n - 1) // 3
+    return text[:head] + "…" + text[len(text) - (n - 1 - head):]
 
 
 def provenance_text(p: dict) -> str:

@@ -170,3 +170,27 @@ def test_provenance_in_metadata_props_and_analyze(model_path, tmp_path):
     assert an.exit_code == 0 and "pruned by SPA" in an.stdout and "criterion l2" in an.stdout, an.output
     assert json.loads(invoke("analyze", out, "--json").stdout)["provenance"]["criterion"] == "l2"
     assert "pruned by SPA" not in invoke("analyze", model_path).stdout
+
+
+def test_exclude_that_matches_nothing_is_an_error(model_path):
+    for command in (["analyze", model_path], ["prune", model_path, "--ratio", "0.3"]):
+        res = invoke(*command, "--exclude", "conv_typo*")
+        assert res.exit_code == 2 and "'conv_typo*' matches no node or tensor name" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not model_path.with_name("resnet.pruned.onnx").exists()
+
+
+def test_analyze_fits_the_terminal_and_names_nodes(tmp_path):
+    path = tmp_path / "deep.onnx"
+    onnx.save(ALL["resnet"](), path)
+    an = json.loads(invoke("analyze", path, "--json").stdout)
+    res = CliRunner().invoke(main, ["analyze", str(path)], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines[1:]) <= 80, res.stdout  # the first line is the model's path
+    assert "conv channels" in res.stdout and "why: 'input' is a graph input" in res.stdout
+    layers = {name for g in an["groups"] for name in g["layers"]}
+    assert layers and all(not m.split("[")[0] in res.stdout for g in an["groups"] for m in g["members"]
+                          if m.split("[")[0] not in layers)  # tensor ids give way to node names
+    verbose = CliRunner().invoke(main, ["analyze", str(path), "-v"], env={"COLUMNS": "80"}).stdout
+    assert all(name in verbose for name in layers)
