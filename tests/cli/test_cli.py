@@ -194,3 +194,10 @@ def test_analyze_fits_the_terminal_and_names_nodes(tmp_path):
                           if m.split("[")[0] not in layers)  # tensor ids give way to node names
     verbose = CliRunner().invoke(main, ["analyze", str(path), "-v"], env={"COLUMNS": "80"}).stdout
     assert all(name in verbose for name in layers)
+
+
+def test_weightless_zoo_model_gets_a_hint():
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "models", "zoo", "torchvision", "resnet18_ts.onnx")
+    res = invoke("analyze", path)
+    assert res.exit_code == 3 and "weightless zoo model" in res.output and "zoo_format.py fill" in res.output
+    assert len(res.output.strip().splitlines()) == 1
