@@ -90,8 +90,10 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             is given; True without `calib`: on SYNTHETIC_SAMPLES synthetic inputs (the
             probe's smooth random fields, float inputs only). The masked-equivalence oracle
             then no longer holds for the refitted weights.
-        progress: optional callable(stage, i, n, name), called as long stages advance
-            (recovery: after each layer).
+        progress: optional callable(stage, i, n, name): (stage, 0, 0, "") as each stage
+            begins (load, reference, graph, score, plan, rewrite, recover, verify, stats,
+            write), and (stage, i, n, name) as counted stages advance (recovery: after each
+            layer; verification: after each run).
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
@@ -103,7 +105,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         recover = calib is not None
     criterion = check_criterion(criterion, calib is not None, recover)
     check_output(model, output, force)
-    clock = _Clock()
+    clock = _Clock(progress)
+    clock.begin("load")
     m = load(model, _shapes(input_shapes))
     where = m.path or "<model>"
     clock.lap("load")
@@ -114,12 +117,14 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     feeds = random_inputs(m.proto, m.input_shapes, seed, where)
     reference = _reference(m, feeds, clock) if verify else None
     local = target_macs is None and not global_ranking
+    clock.begin("graph")
     c = couple(m, exclude, head_dims=local)
-    clock.lap("graph")
+    clock.lap("graph", then="score")
     before = _stats(m, c.cg.ctx, m.file_size)
     data = None if calib is None else read_calib(calib, m.proto)
     measure = (data, calib if isinstance(calib, str) else "calibration data")  # fidelity is measured on --calib
     stats, scores = _score(m, c, criterion, reduce, seed, data)
+    clock.lap("score", then="plan")
     if local:
         plan = local_plan(c.all, scores, ratio, round_to, kinds)
     else:
@@ -128,7 +133,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     if not plan:
         raise NothingToPrune(f"{where}: the settings remove no channel")
     keep = keep_map(c.cg, removed_elements(c.all, plan))
-    clock.lap("plan")
+    clock.lap("plan", then="rewrite")
     if compensate is None:
         compensate = criterion in ("obspa", "obs")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
@@ -243,6 +248,7 @@ def _wants_external(m, external_data, output) -> bool:
 
 def _reference(m, feeds, clock) -> dict:
     """Make sure the original is valid and runs (rules assume a sound model); its outputs."""
+    clock.begin("reference")
     try:  # load ran the plain checker already
         full_check(m.path if m.external else m.proto, checked=True)
     except Exception as exc:  # the checker and strict shape inference raise several types
@@ -302,13 +308,26 @@ def _probe(m):
 
 
 class _Clock:
-    def __init__(self):
-        self.times, self.t = {}, time.perf_counter()
+    """Seconds per stage (`times`); tells `progress` (callable(stage, i, n, name)) when a
+    stage begins, as (stage, 0, 0, ""), and hands counted stages a step callback."""
 
-    def lap(self, name):
+    def __init__(self, progress=None):
+        self.times, self.t, self.progress = {}, time.perf_counter(), progress
+
+    def begin(self, name):
+        if self.progress is not None:
+            self.progress(name, 0, 0, "")
+
+    def steps(self, stage):
+        """callable(i, n, name) reporting the steps of `stage`, or None without progress."""
+        return None if self.progress is None else (lambda i, n, name="": self.progress(stage, i, n, name))
+
+    def lap(self, name, then=None):
         now = time.perf_counter()
         self.times[name] = now - self.t
         self.t = now
+        if then is not None:
+            self.begin(then)
 
     def skip(self):
         self.t = time.perf_counter()
@@ -365,17 +384,19 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit, measure, mar
     """Rewrite in memory, recover (with `fit`), verify (when `reference` is given), then
     write one file atomically."""
     pruned = apply(cg, keep)
-    clock.lap("rewrite")
+    clock.lap("rewrite", then="recover" if fit is not None else None)
     if fit is not None:
         pruned = fit(pruned)
         clock.lap("recover")
     verdict = UNVERIFIED
     if reference is not None:
+        clock.begin("verify")
         verdict = check_pruned(_source(m), pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m),
-                               *measure)
+                               *measure, progress=clock.steps("verify"))
         clock.skip()
+    clock.begin("stats")
     mark(pruned)
-    clock.lap("stats")
+    clock.lap("stats", then="write" if output is not None else None)
     size = pruned.ByteSize()
     if output is not None:
         size = write_atomic(pruned, output)
@@ -392,15 +413,17 @@ def _write_external(m, cg, keep, output, feeds, reference, clock, measure, mark)
             pruned = apply(cg, keep, sink)
         finally:
             sink.close()
-        clock.lap("rewrite")
+        clock.lap("rewrite", then="write")
         size = st.write(pruned)
         m.release()
         clock.lap("write")
         verdict = UNVERIFIED
         if reference is not None:
+            clock.begin("verify")
             verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>",
-                                   _probe(m), *measure)
+                                   _probe(m), *measure, progress=clock.steps("verify"))
             clock.skip()
+        clock.begin("stats")
         mark(pruned, st.model)
         size = st.write(pruned)  # again, with the provenance: the model file only, the data stays
         clock.lap("stats")

@@ -77,19 +77,15 @@ def analyze(model, verbose, input_shapes, exclude, as_json):
 def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, quiet, reduce,
           global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
-    progress = None if quiet else Progress()
-    try:
+    with Progress(enabled=not quiet) as progress:
         result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
                                criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                                exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                                kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                                external_data=external_data or None, calib=calib, normalize=normalize,
-                               max_ratio=max_ratio, recover=recover, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+                               max_ratio=max_ratio, recover=recover, progress=progress if not quiet else None)
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
-    for line in block_warning_lines(result.output or result.model):  # the pruned model's channel counts against the NCHWc block
+    for line in [] if quiet else block_warning_lines(result.output or result.model):  # against the NCHWc block
         click.echo(line, err=True)
 
 
