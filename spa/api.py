@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import time
 from collections import Counter
 
@@ -12,8 +13,9 @@ import numpy as np
 from .edit import MAX_RATIO, NORMALIZE, TARGET_SLACK, apply, fold_means, global_plan, keep_map, local_plan
 from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
-from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load,
+from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
                  parse_input_shapes, write_atomic)
+from .protos import graph_inputs
 from .report import provenance, read_provenance, stamp
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rules import Ctx, rule_for
@@ -52,7 +54,7 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
-          normalize="mean", max_ratio=MAX_RATIO, recover=None, progress=None) -> PruneResult:
+          normalize="mean", max_ratio=MAX_RATIO, recover=None, progress=None, inputs=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -90,6 +92,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             is given; True without `calib`: on SYNTHETIC_SAMPLES synthetic inputs (the
             probe's smooth random fields, float inputs only). The masked-equivalence oracle
             then no longer holds for the refitted weights.
+        inputs: inputs to measure the pruned model's fidelity on (Verdict.fidelity): an
+            .npz path, a folder of <input>.npy files or {input name: array}, samples on
+            axis 0, extra arrays ignored; None: `calib` when given, else generated inputs.
         progress: optional callable(stage, i, n, name): (stage, 0, 0, "") as each stage
             begins (load, reference, graph, score, plan, rewrite, recover, verify, stats,
             write), and (stage, i, n, name) as counted stages advance (recovery: after each
@@ -122,7 +127,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("graph", then="score")
     before = _stats(m, c.cg.ctx, m.file_size)
     data = None if calib is None else read_calib(calib, m.proto)
-    measure = (data, calib if isinstance(calib, str) else "calibration data")  # fidelity is measured on --calib
+    measure = _fidelity_inputs(m, inputs, data, calib)
     stats, scores = _score(m, c, criterion, reduce, seed, data)
     clock.lap("score", then="plan")
     if local:
@@ -148,7 +153,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
                 "reduce": reduce, "normalize": normalize, "max_ratio": max_ratio, "round_to": round_to,
                 "exclude": list(exclude), "input_shapes": _shapes(input_shapes), "seed": seed,
                 "calib": calib if calib is None or isinstance(calib, str) else "<arrays>", "recover": recover,
-                "compensate": compensate, "verify": verify}
+                "compensate": compensate, "verify": verify,
+                "inputs": inputs if inputs is None or isinstance(inputs, str) else "<arrays>"}
     mark = _Provenance(m, before, criterion, settings, checked=reference is not None)
     try:
         if external:
@@ -208,6 +214,21 @@ def _shapes(input_shapes):
 
 def _stats(model, ctx, size) -> Stats:
     return Stats(param_count(model.graph, ctx), total_macs(model.graph.nodes, ctx), size)
+
+
+def _fidelity_inputs(m, inputs, data, calib) -> tuple:
+    """(arrays, where they came from) that verification measures fidelity on: `inputs`,
+    else the calibration data (else None: it generates them)."""
+    if inputs is None:
+        return data, calib if isinstance(calib, str) else "calibration data"
+    where = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else "given inputs"
+    arrays = load_arrays(inputs) if isinstance(inputs, (str, os.PathLike)) else dict(inputs)
+    names = [vi.name for vi in graph_inputs(m.proto)]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise UsageError(f"--inputs {where}: no array for input(s) {', '.join(missing)} "
+                         f"(has: {', '.join(sorted(arrays)) or 'none'})")
+    return {n: arrays[n] for n in names}, where
 
 
 def _check_exclude(m, patterns):

@@ -61,6 +61,8 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
                    "taylor, hessian and obs need --calib.")
 @click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
                                                  "of <input>.npy files; samples on axis 0.")
+@click.option("--inputs", type=click.Path(), help="Inputs to measure fidelity on (.npz or a folder of <input>.npy "
+                                                  "files; default: --calib, else 8 generated samples).")
 @click.option("--recover/--no-recover", default=None,
               help="Refit the pruned weights so each layer reproduces the original, on the --calib data "
                    "(default: on with --calib) or, without it, on synthetic images.")
@@ -83,7 +85,7 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @common
 @run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, quiet, reduce,
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, inputs, recover, quiet, reduce,
           global_ranking, normalize, max_ratio, round_to, seed, force, report_path, external_data, input_shapes, exclude,
           as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
@@ -93,7 +95,8 @@ def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, crite
                                exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                                kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                                external_data=external_data or None, calib=calib, normalize=normalize,
-                               max_ratio=max_ratio, recover=recover, progress=progress if not quiet else None)
+                               max_ratio=max_ratio, recover=recover, progress=progress if not quiet else None,
+                               inputs=inputs)
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
     if report_path:
         an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)

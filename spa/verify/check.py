@@ -10,7 +10,7 @@ import onnx
 
 from ..errors import VerifyError, first_line
 from ..io import full_check
-from ..protos import graph_inputs, value_infos
+from ..protos import NP_TYPES, graph_inputs, value_infos
 from ..results import Verdict
 from ..runtime import random_inputs, run, run_original, session
 from .fidelity import fidelity_all
@@ -142,14 +142,27 @@ def _pieces(proto, data) -> list:
     model's fixed batch when it has one (and drops a remainder)."""
     if data is None:
         return []
+    inputs = graph_inputs(proto)
+    data = {vi.name: _cast(data[vi.name], vi) for vi in inputs if vi.name in data}
+    if not data:
+        return []
     n = min(_count(data), MEASURE_MAX)
-    dims = [vi.type.tensor_type.shape.dim for vi in graph_inputs(proto)]
+    dims = [vi.type.tensor_type.shape.dim for vi in inputs]
     fixed = dims[0][0].dim_value if dims and dims[0] and dims[0][0].HasField("dim_value") else 0
     size = fixed or PIECE
     if fixed and n < fixed:  # too few samples for the model's batch: one piece, which will not run
         return [{k: np.asarray(v)[:n] for k, v in data.items()}]
     return [{k: np.asarray(v)[j:j + size] for k, v in data.items()} for j in range(0, n - n % fixed if fixed else n,
                                                                                  size)]
+
+
+def _cast(array, vi):
+    """`array` as the input's element type, within the same kind (floats to floats, integers to integers)."""
+    a, want = np.asarray(array), NP_TYPES.get(vi.type.tensor_type.elem_type)
+    if want is None or a.dtype == want:
+        return a
+    same = a.dtype.kind == np.dtype(want).kind or (a.dtype.kind in "iu" and np.dtype(want).kind in "iu")
+    return a.astype(want) if same else a
 
 
 def _chunked(src, pieces, step, what) -> dict:

@@ -50,3 +50,16 @@ def test_calibration_data_is_measured_on():
     want, got = run(model.SerializeToString(), feeds), run(r.model.SerializeToString(), feeds)
     name = next(iter(want))
     assert r.verdict.fidelity[0].cosine == pytest.approx(fidelity(name, want[name], got[name]).cosine)
+
+
+def test_given_inputs_are_measured_on_cast_and_filtered():
+    model = ALL["resnet"]()
+    x = np.random.default_rng(2).standard_normal((12, 3, 16, 16))  # float64: cast to the model's float32
+    r = spa.prune(model, ratio=0.3, criterion="l2", inputs={"input": x, "labels": np.arange(12)})
+    assert r.verdict.samples == 12 and r.verdict.inputs == "given inputs"
+    feeds = {"input": x.astype(np.float32)}
+    want, got = run(model.SerializeToString(), feeds), run(r.model.SerializeToString(), feeds)
+    name = next(iter(want))
+    assert r.verdict.fidelity[0].max_abs == pytest.approx(fidelity(name, want[name], got[name]).max_abs)
+    with pytest.raises(spa.UsageError, match="no array for input"):
+        spa.prune(model, ratio=0.3, criterion="l2", inputs={"other": x})
