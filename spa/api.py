@@ -23,7 +23,7 @@ from .runtime import random_inputs, run_original
 from .recover import recover as refit
 from .score import (Measured, Moments, Releasing, check_criterion, check_reduce, fixed_batch, read_calib, score,
                     statistics, synthetic_inputs)
-from .verify import verify as check_pruned
+from .verify import measure_sensitivity, verify as check_pruned
 
 EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
 OBSPA_MAX_BYTES = 2 ** 31  # weight data up to which the default criterion is obspa
@@ -54,7 +54,8 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
-          normalize="mean", max_ratio=MAX_RATIO, recover=None, progress=None, inputs=None) -> PruneResult:
+          normalize="mean", max_ratio=MAX_RATIO, recover=None, sensitivity=None, progress=None,
+          inputs=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -92,13 +93,17 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             is given; True without `calib`: on SYNTHETIC_SAMPLES synthetic inputs (the
             probe's smooth random fields, float inputs only). The masked-equivalence oracle
             then no longer holds for the refitted weights.
+        sensitivity: measure, on `calib`, how much the outputs change when each group alone
+            loses channels (spa.verify.sensitivity), and let a global plan (target_macs,
+            global_ranking) remove where the measured error per MACs saved is lowest; None:
+            on whenever `calib` is given and the plan is global.
         inputs: inputs to measure the pruned model's fidelity on (Verdict.fidelity): an
             .npz path, a folder of <input>.npy files or {input name: array}, samples on
             axis 0, extra arrays ignored; None: `calib` when given, else generated inputs.
         progress: optional callable(stage, i, n, name): (stage, 0, 0, "") as each stage
-            begins (load, reference, graph, score, plan, rewrite, recover, verify, stats,
-            write), and (stage, i, n, name) as counted stages advance (recovery: after each
-            layer; verification: after each run).
+            begins (load, reference, graph, score, sensitivity, plan, rewrite, recover, verify,
+            stats, write), and (stage, i, n, name) as counted stages advance (sensitivity:
+            after each group; recovery: after each layer; verification: after each run).
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
@@ -129,18 +134,26 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     data = None if calib is None else read_calib(calib, m.proto)
     measure = _fidelity_inputs(m, inputs, data, calib)
     stats, scores = _score(m, c, criterion, reduce, seed, data)
-    clock.lap("score", then="plan")
+    clock.lap("score")
+    if compensate is None:
+        compensate = criterion in ("obspa", "obs")
+    curves = {}
+    if not local and data is not None and sensitivity is not False:
+        clock.begin("sensitivity")
+        step = None if progress is None else (lambda i, n, name: progress("sensitivity", i, n, name))
+        curves = measure_sensitivity(m.proto, c, scores, _stats_or_moments(stats, c), data, compensate, max_ratio,
+                                     fixed_batch(m.proto) or 16, step)
+        clock.lap("sensitivity")
+    clock.begin("plan")
     if local:
         plan = local_plan(c.all, scores, ratio, round_to, kinds)
     else:
         plan = global_plan(c.cg, c.groups, scores, round_to, ratio=ratio, target_macs=target_macs,
-                           normalize=normalize, max_ratio=max_ratio)
+                           normalize=normalize, max_ratio=max_ratio, curves=curves)
     if not plan:
         raise NothingToPrune(f"{where}: the settings remove no channel")
     keep = keep_map(c.cg, removed_elements(c.all, plan))
     clock.lap("plan", then="rewrite")
-    if compensate is None:
-        compensate = criterion in ("obspa", "obs")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
     notes = []
@@ -170,7 +183,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     exact = all(g.kind != "hidden" for g in c.groups if g.id in plan)
     return PruneResult(where, output, before, after, changes, sum(not g.prunable for g in c.groups), len(scores),
                        verdict, clock.times, oracle_mask(c, plan), pruned, exact, updates, criterion, keep,
-                       _notes(target_macs, before, after, max_ratio) + tuple(notes), fit and fit.report)
+                       _notes(target_macs, before, after, max_ratio) + tuple(notes), fit and fit.report,
+                       {gid: tuple(zip(cv.counts.tolist(), cv.errors.tolist())) for gid, cv in curves.items()})
 
 
 def default_criterion(m) -> str:
@@ -298,7 +312,12 @@ def _compensate(edited, c, stats, plan) -> tuple:
     (bias folds follow the main graph's groups only); the updates, for the masked oracle."""
     main = {gid: ch for gid, ch in plan.items() if gid < len(c.groups)}
     removed = removed_elements(c.groups, main)
-    return fold_means(edited, stats if stats is not None else Moments(c.cg), removed, keep_map(c.cg, removed))
+    return fold_means(edited, _stats_or_moments(stats, c), removed, keep_map(c.cg, removed))
+
+
+def _stats_or_moments(stats, c):
+    """The criterion's statistics, or the data-free moments where it computed none."""
+    return stats if stats is not None else Moments(c.cg)
 
 
 def _notes(target_macs, before, after, max_ratio) -> tuple:

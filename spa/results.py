@@ -124,6 +124,7 @@ class PruneResult:
     keep: dict = field(default_factory=dict, repr=False, compare=False)  # {(tensor, axis): kept indices}
     notes: tuple = ()  # what the user should know about the result (a MACs target out of reach)
     recovery: object = None  # recover.RecoveryReport when weights were refitted on calibration data
+    sensitivity: dict = field(default_factory=dict)  # {group id: ((channels removed, output error), ...)} measured
 
     @property
     def macs_reduction(self):

@@ -68,6 +68,11 @@ def random_inputs(proto: onnx.ModelProto, shapes: dict, seed: int = 0, where: st
     """Seeded inputs for every graph input (not initializers) at the given concrete shapes."""
     specs = {}
     for vi in graph_inputs(proto):
+        kind = vi.type.WhichOneof("value") or "untyped"
+        if kind != "tensor_type":  # sequence, optional, map, sparse tensor
+            kind = kind.replace("_type", "").replace("_", " ")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ModelError(f"{where}: input {vi.name!r} is {article} {kind} value; SPA feeds only tensor inputs")
         dtype = NP_TYPES.get(vi.type.tensor_type.elem_type)
         if dtype is None:
             raise ModelError(f"{where}: input {vi.name!r} has an element type SPA cannot feed")

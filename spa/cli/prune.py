@@ -66,6 +66,9 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
 @click.option("--recover/--no-recover", default=None,
               help="Refit the pruned weights so each layer reproduces the original, on the --calib data "
                    "(default: on with --calib) or, without it, on synthetic images.")
+@click.option("--sensitivity/--no-sensitivity", default=None,
+              help="With --calib and --target-macs or --global: measure how much the outputs change as each "
+                   "group alone loses channels, and remove where the error per MACs saved is lowest.")
 @quiet
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
@@ -85,9 +88,9 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @common
 @run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, inputs, recover, quiet, reduce,
-          global_ranking, normalize, max_ratio, round_to, seed, force, report_path, external_data, input_shapes, exclude,
-          as_json):
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, inputs, recover,
+          sensitivity, quiet, reduce, global_ranking, normalize, max_ratio, round_to, seed, force, report_path,
+          external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     with Progress(enabled=not quiet) as progress:
         result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
@@ -95,8 +98,8 @@ def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, crite
                                exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                                kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                                external_data=external_data or None, calib=calib, normalize=normalize,
-                               max_ratio=max_ratio, recover=recover, progress=progress if not quiet else None,
-                               inputs=inputs)
+                               max_ratio=max_ratio, recover=recover, sensitivity=sensitivity,
+                               progress=progress if not quiet else None, inputs=inputs)
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
     if report_path:
         an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)

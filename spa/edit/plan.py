@@ -148,16 +148,30 @@ TARGET_SLACK = 0.02  # a MACs target is met within this much; a step overshootin
 
 
 def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean",
-                max_ratio=MAX_RATIO) -> dict:
-    """Remove the lowest normalised chunks across groups until the goal is met."""
+                max_ratio=MAX_RATIO, curves=None) -> dict:
+    """Remove the cheapest chunks across groups until the goal is met. A chunk's price is
+    its mean normalised score or, for groups with a measured sensitivity curve
+    (`curves`, {group id: verify.sensitivity.Curve}), the output error it adds per MACs it
+    saves (per channel under a channel ratio)."""
     by_id = {gr.id: gr for gr in groups}
-    heap, steps = [], {}
+    curves = curves or {}
+    heap, steps, norms, done = [], {}, {}, {}
+
+    def price(gid, k):
+        step = steps[gid][k]
+        if gid not in curves:
+            return float(norms[gid][step].mean())
+        gr, before = by_id[gid], done[gid]
+        added = curves[gid].at(before + len(step)) - curves[gid].at(before)
+        saved = len(step) * (gr.macs / gr.channels if target_macs is not None else 1.0)
+        return added / saved if saved > 0 else math.inf
+
     for gid, sc in scores.items():
-        norm = normalised(sc, normalize)
-        order = np.argsort(norm, kind="stable")
-        steps[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to), max_ratio)
+        norms[gid] = normalised(sc, normalize)
+        order = np.argsort(norms[gid], kind="stable")
+        steps[gid], done[gid] = chunks(order, len(sc), group_step(by_id[gid], round_to), max_ratio), 0
         if steps[gid]:
-            heapq.heappush(heap, (float(norm[steps[gid][0]].mean()), gid, 0, norm))
+            heapq.heappush(heap, (price(gid, 0), gid, 0))
     total = sum(len(sc) for sc in scores.values())
     macs = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
     removed, plan, deferred = 0, {}, []
@@ -166,7 +180,7 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
             break
         if macs is not None and macs.reduction() >= target_macs:
             break
-        _, gid, k, norm = heapq.heappop(heap)
+        _, gid, k = heapq.heappop(heap)
         step = steps[gid][k]
         if macs is not None and plan:
             now, after = macs.reduction(), macs.remove(gid, step, commit=False)
@@ -176,10 +190,11 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
                 continue
         plan.setdefault(gid, []).extend(step.tolist())
         removed += len(step)
+        done[gid] += len(step)
         if macs is not None:
             macs.remove(gid, step)
         if k + 1 < len(steps[gid]):
-            heapq.heappush(heap, (float(norm[steps[gid][k + 1]].mean()), gid, k + 1, norm))
+            heapq.heappush(heap, (price(gid, k + 1), gid, k + 1))
     if macs is not None and deferred and macs.reduction() < target_macs:
         gid, step = _last_step(macs, deferred, by_id, plan, round_to, target_macs)
         plan.setdefault(gid, []).extend(step.tolist())

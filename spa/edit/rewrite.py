@@ -124,6 +124,7 @@ def export(model, graph, sink=None) -> onnx.ModelProto:
     for name, t in graph.tensors().items():
         if isinstance(t, gs.Variable) and name not in io:
             t.shape = None
+    _untype_non_tensors(graph)
     graph.cleanup().toposort()
     if sink is not None:
         _to_data_file(graph, sink)
@@ -153,4 +154,50 @@ def export(model, graph, sink=None) -> onnx.ModelProto:
     for vi in list(out.graph.input) + list(out.graph.output):
         if vi.name in declared:  # inference may have made declared dims more specific
             vi.CopyFrom(declared[vi.name])
+    _retype_non_tensors(out.graph, dict(_non_tensor_types(src.graph)))
     return out
+
+
+def _graphs(graph):
+    """A graphsurgeon graph and every subgraph in its node attributes."""
+    yield graph
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Graph):
+                yield from _graphs(value)
+
+
+def _untype_non_tensors(graph):
+    """Drop the types of sequence, optional, map and sparse values: graphsurgeon cannot
+    export most of them (_retype_non_tensors puts the original types back). A copied
+    graph's tensors lose `type`; an optional or map keeps a TypeProto as its dtype."""
+    for g in _graphs(graph):
+        for t in g.tensors().values():
+            if isinstance(t, gs.Variable) and (t.type != "tensor_type" or isinstance(t.dtype, onnx.TypeProto)):
+                t.dtype, t.shape = None, None
+
+
+def _proto_graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            subs = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            for sub in subs:
+                yield from _proto_graphs(sub)
+
+
+def _non_tensor_types(graph: onnx.GraphProto):
+    """(name, TypeProto) of every value of a graph and its subgraphs whose type is not a tensor."""
+    for g in _proto_graphs(graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+                yield vi.name, vi.type
+
+
+def _retype_non_tensors(graph: onnx.GraphProto, types: dict):
+    """Give the inputs and outputs of a graph and its subgraphs that were not tensors
+    their original type (a copied graph exports a sequence as a tensor)."""
+    for g in _proto_graphs(graph):
+        for vi in list(g.input) + list(g.output):
+            if vi.name in types:
+                vi.type.CopyFrom(types[vi.name])

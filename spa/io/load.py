@@ -147,7 +147,8 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
         axes = {(n, a) for other in others for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
                 for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
         if fold(graph, shapes, others, opset):
-            shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items() if n not in shapes)
+            shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items()
+                          if n not in shapes and t.shape is not None)
     return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store)
 
 
@@ -302,7 +303,8 @@ def _run_shapes(proto, concrete, names) -> dict:
         outs = run(model, feeds)
     except Exception:  # a model ORT cannot run keeps its unknown shapes
         return {}
-    return {n: tuple(outs[n].shape) for n in names if n in outs}
+    # sequences come back as lists, maps as dicts: non-tensor values have no shape
+    return {n: tuple(outs[n].shape) for n in names if isinstance(outs.get(n), np.ndarray)}
 
 
 def _dim(d):

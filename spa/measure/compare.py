@@ -31,7 +31,7 @@ class Comparison:
         """Every output within atol + rtol * |original| (None when no tolerance was given)."""
         if self.atol is None and self.rtol is None:
             return None
-        return all(o.within for o in self.outputs)
+        return all(o.within is not False for o in self.outputs)  # None: an output that is not measured
 
     def to_dict(self):
         return {**asdict(self), "passed": self.passed}
@@ -159,7 +159,7 @@ def compare_text(c: Comparison) -> str:
     if c.passed is None:
         return text
     tol = f"atol {c.atol or 0:g}, rtol {c.rtol or 0:g}"
-    bad = [o.name for o in c.outputs if not o.within]
+    bad = [o.name for o in c.outputs if o.within is False]
     return text + ("\n\nPASSED" if c.passed else f"\n\nFAILED ({len(bad)} of {len(c.outputs)} outputs "
                                                  f"outside {tol}: {', '.join(bad)})") + (f" ({tol})" if c.passed else "")
 

@@ -23,9 +23,10 @@ def channel_rows(value, axis, rank, n):
 
 
 def const_stats(value, axis, rank, n):
-    """Per-channel mean and variance of a constant over every other axis (see channel_rows)."""
+    """Per-channel mean and variance of a constant over every other axis (see channel_rows);
+    None for a constant with inf or nan (an attention mask's -inf has no moments)."""
     rows = channel_rows(value, axis, rank, n)
-    return None if rows is None else (rows.mean(1), rows.var(1))
+    return None if rows is None or not np.isfinite(rows).all() else (rows.mean(1), rows.var(1))
 
 
 def transpose(ctx, node, src):

@@ -78,10 +78,10 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
         timings.update(checker=t1 - t0, onnxruntime=time.perf_counter() - t1)
     for name, want in ref.items():
         got = first.get(name)
-        if got is None or got.shape != want.shape or got.dtype != want.dtype:
-            have = None if got is None else (got.shape, got.dtype)
-            raise VerifyError(f"output {name!r} changed: expected {want.shape} {want.dtype}, got {have}")
-        if not np.array_equal(got, second[name], equal_nan=True):
+        if name not in first or layout(got) != layout(want):
+            have = layout(got) if name in first else None
+            raise VerifyError(f"output {name!r} changed: expected {layout(want)}, got {have}")
+        if not _equal(got, second[name]):
             raise VerifyError(f"output {name!r} is not deterministic")
     if probe is not None:
         _check_probe(original, blob if blob is not None else pruned, probe)
@@ -172,7 +172,8 @@ def _chunked(src, pieces, step, what) -> dict:
     for piece in pieces:
         parts.append(run(sess, piece))
         step(f"{what} on {_count(piece)} samples")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) if isinstance(parts[0][k], np.ndarray) else parts[0][k]
+            for k in parts[0]}  # a non-tensor output (sequence, map) is not measured: its first piece stands
 
 
 def _count(feeds) -> int:
@@ -191,9 +192,31 @@ def _check_probe(original, pruned, feeds):
     except Exception as exc:  # onnxruntime errors have no common base class
         raise VerifyError(f"the pruned model fails at other input sizes ({sizes}): {first_line(exc)}") from exc
     for name, w in want.items():
-        if got[name].shape != w.shape:
-            raise VerifyError(f"output {name!r} has shape {got[name].shape} at other input sizes ({sizes}), "
-                              f"the original {w.shape}")
+        if layout(got.get(name)) != layout(w):
+            raise VerifyError(f"output {name!r} has shape {layout(got.get(name))} at other input sizes ({sizes}), "
+                              f"the original {layout(w)}")
+
+
+def layout(value):
+    """Shape and type of an output: (shape, dtype) of an array, a list of those for a
+    sequence, sorted items for a map, None for an empty optional."""
+    if isinstance(value, np.ndarray):
+        return value.shape, value.dtype
+    if isinstance(value, list):
+        return [layout(v) for v in value]
+    if isinstance(value, dict):
+        return sorted((k, layout(v)) for k, v in value.items())
+    return None if value is None else type(value).__name__
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _proto(src) -> onnx.ModelProto:

@@ -23,9 +23,13 @@ def fidelity(name: str, want: np.ndarray, got: np.ndarray | None, tol: tuple | N
         An OutputFidelity: max abs and rel difference, mean abs, cosine, and for classifier
         outputs ([N, C] floats, C >= 2) top-1 and top-5 agreement.
     """
+    if not isinstance(want, np.ndarray) or want.dtype.kind not in "fiub":  # a sequence, map, optional, strings
+        return OutputFidelity(name, tuple(getattr(want, "shape", ())), None, None, None, None, None, None, None,
+                              "not a numeric tensor: not measured")
     shape = tuple(want.shape)
-    if got is None:
-        return OutputFidelity(name, shape, None, None, None, None, None, None, None, "missing in the pruned model",
+    if got is None or not isinstance(got, np.ndarray):
+        return OutputFidelity(name, shape, None, None, None, None, None, None, None,
+                              "missing in the pruned model" if got is None else "not a tensor in the pruned model",
                               None if tol is None else False)
     if got.shape != want.shape:
         return OutputFidelity(name, shape, tuple(got.shape), None, None, None, None, None, None,

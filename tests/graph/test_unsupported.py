@@ -126,6 +126,17 @@ def scan_tail(b, x):
     return b.layer("Scan", [x], body=body, num_scan_inputs=1)
 
 
+def sequence_tail(b, x):
+    """x enters a sequence and comes back out: SequenceConstruct -> SequenceAt(0)."""
+    seq = b.layer("SequenceConstruct", [x])
+    return b.layer("SequenceAt", [seq, b.const("pos", np.array(0, np.int64))], b.ch[x])
+
+
+def optional_tail(b, x):
+    """x wrapped in an optional and unwrapped: Optional -> OptionalGetElement."""
+    return b.layer("OptionalGetElement", [b.layer("Optional", [x])], b.ch[x])
+
+
 @pytest.mark.parametrize("build", [qdq, qoperator, dynamic], ids=["qdq", "qoperator", "dynamic"])
 def test_quantised_models_are_analysed_and_nothing_is_pruned(tmp_path, build):
     path = tmp_path / "q.onnx"
@@ -149,7 +160,9 @@ def _conv_weights(m):
 
 
 @pytest.mark.parametrize("tail,op", [(qdq_tail, "QuantizeLinear"), (if_tail, "If"), (loop_tail, "Loop"),
-                                     (scan_tail, "Scan")], ids=["qdq", "if", "loop", "scan"])
+                                     (scan_tail, "Scan"), (sequence_tail, "SequenceConstruct"),
+                                     (optional_tail, "Optional")],
+                         ids=["qdq", "if", "loop", "scan", "sequence", "optional"])
 def test_channels_a_blocked_op_touches_stay_and_the_rest_prunes(tail, op):
     m = float_then(tail)
     an = spa.analyze(m)

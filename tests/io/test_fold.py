@@ -56,3 +56,19 @@ def test_dynamic_batch_stays_dynamic_after_folding():
     np.testing.assert_array_equal(input_value(r.model, "rs", 1), [-1, 6, 64])
     for batch in (1, 3):
         assert run(r.model, feeds(m, batch))["fc"].shape == (batch, 5)
+
+
+def test_folding_beside_a_tensor_of_unknown_shape():
+    """x[N,5] -> Shape -> s;  x -> custom Foo -> u;  Reshape(u, s) -> r -> Relu -> y.
+    onnxruntime cannot run Foo, so r keeps no shape; folding Shape(x) must not read one
+    (onnx's *_expanded loss tests crashed here: TypeError)."""
+    from onnx import helper
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Foo", ["x"], ["u"], domain="custom"),
+             helper.make_node("Reshape", ["u", "s"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)],
+                          ir_version=8)
+    loaded = load(m)
+    assert "r" not in loaded.shapes and "Shape" not in [n.op for n in loaded.graph.nodes]
+    assert not spa.analyze(m).groups
