@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import time
 from collections import Counter
 
@@ -11,8 +13,10 @@ import numpy as np
 from .edit import MAX_RATIO, NORMALIZE, TARGET_SLACK, apply, fold_means, global_plan, keep_map, local_plan
 from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
-from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load,
+from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
                  parse_input_shapes, write_atomic)
+from .protos import graph_inputs
+from .report import provenance, read_provenance, stamp
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rules import Ctx, rule_for
 from .runtime import random_inputs, run_original
@@ -38,18 +42,20 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
         exclude: glob patterns of node or tensor names to protect.
     """
     m = load(model, _shapes(input_shapes))
+    _check_exclude(m, exclude)
     c = couple(m, exclude)
     stats = _stats(m, c.cg.ctx, m.file_size)
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
     infos = _group_infos(c.cg, c.groups, stats.macs) + (_group_infos(c.cg2, c.head_dims, stats.macs)
                                                           if c.head_dims else ())
-    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())))
+    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())), read_provenance(m.proto))
 
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
-          normalize="mean", max_ratio=MAX_RATIO, recover=None, sensitivity=None, progress=None) -> PruneResult:
+          normalize="mean", max_ratio=MAX_RATIO, recover=None, sensitivity=None, progress=None,
+          inputs=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -91,8 +97,13 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             loses channels (spa.verify.sensitivity), and let a global plan (target_macs,
             global_ranking) remove where the measured error per MACs saved is lowest; None:
             on whenever `calib` is given and the plan is global.
-        progress: optional callable(stage, i, n, name), called as long stages advance
-            (sensitivity: after each group; recovery: after each layer).
+        inputs: inputs to measure the pruned model's fidelity on (Verdict.fidelity): an
+            .npz path, a folder of <input>.npy files or {input name: array}, samples on
+            axis 0, extra arrays ignored; None: `calib` when given, else generated inputs.
+        progress: optional callable(stage, i, n, name): (stage, 0, 0, "") as each stage
+            begins (load, reference, graph, score, sensitivity, plan, rewrite, recover, verify,
+            stats, write), and (stage, i, n, name) as counted stages advance (sensitivity:
+            after each group; recovery: after each layer; verification: after each run).
 
     Returns:
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
@@ -104,29 +115,36 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         recover = calib is not None
     criterion = check_criterion(criterion, calib is not None, recover)
     check_output(model, output, force)
-    clock = _Clock()
+    clock = _Clock(progress)
+    clock.begin("load")
     m = load(model, _shapes(input_shapes))
     where = m.path or "<model>"
     clock.lap("load")
+    _check_exclude(m, exclude)
     criterion = criterion or default_criterion(m)
     external = _wants_external(m, external_data, output)
     check_targets(m, output, external, force)
     feeds = random_inputs(m.proto, m.input_shapes, seed, where)
     reference = _reference(m, feeds, clock) if verify else None
     local = target_macs is None and not global_ranking
+    clock.begin("graph")
     c = couple(m, exclude, head_dims=local)
-    clock.lap("graph")
+    clock.lap("graph", then="score")
     before = _stats(m, c.cg.ctx, m.file_size)
     data = None if calib is None else read_calib(calib, m.proto)
+    measure = _fidelity_inputs(m, inputs, data, calib)
     stats, scores = _score(m, c, criterion, reduce, seed, data)
+    clock.lap("score")
     if compensate is None:
         compensate = criterion in ("obspa", "obs")
     curves = {}
     if not local and data is not None and sensitivity is not False:
+        clock.begin("sensitivity")
         step = None if progress is None else (lambda i, n, name: progress("sensitivity", i, n, name))
         curves = measure_sensitivity(m.proto, c, scores, _stats_or_moments(stats, c), data, compensate, max_ratio,
                                      fixed_batch(m.proto) or 16, step)
         clock.lap("sensitivity")
+    clock.begin("plan")
     if local:
         plan = local_plan(c.all, scores, ratio, round_to, kinds)
     else:
@@ -135,7 +153,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     if not plan:
         raise NothingToPrune(f"{where}: the settings remove no channel")
     keep = keep_map(c.cg, removed_elements(c.all, plan))
-    clock.lap("plan")
+    clock.lap("plan", then="rewrite")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
     notes = []
@@ -144,16 +162,22 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     if recover and external:
         notes.append("recovery skipped: models written with external data (over 2 GB) are not refitted yet")
     fit = _Refit(m, keep, data, progress) if recover and not external else None
+    settings = {"ratio": ratio, "target_macs": target_macs, "kinds": kinds, "global_ranking": global_ranking,
+                "reduce": reduce, "normalize": normalize, "max_ratio": max_ratio, "round_to": round_to,
+                "exclude": list(exclude), "input_shapes": _shapes(input_shapes), "seed": seed,
+                "calib": calib if calib is None or isinstance(calib, str) else "<arrays>", "recover": recover,
+                "compensate": compensate, "verify": verify,
+                "inputs": inputs if inputs is None or isinstance(inputs, str) else "<arrays>"}
+    mark = _Provenance(m, before, criterion, settings, checked=reference is not None)
     try:
         if external:
-            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock)
+            pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock, measure, mark)
         else:
-            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit)
+            pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit, measure,
+                                                 mark)
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
-    pm = load(output if external else pruned, m.input_shapes, checked=reference is not None, dynamic=False)
-    after = _stats(pm, Ctx(pm), size)
-    clock.lap("stats")
+    after = Stats(mark.after.params, mark.after.macs, size)
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
                     for g in c.all if g.id in plan)
     exact = all(g.kind != "hidden" for g in c.groups if g.id in plan)
@@ -206,16 +230,47 @@ def _stats(model, ctx, size) -> Stats:
     return Stats(param_count(model.graph, ctx), total_macs(model.graph.nodes, ctx), size)
 
 
+def _fidelity_inputs(m, inputs, data, calib) -> tuple:
+    """(arrays, where they came from) that verification measures fidelity on: `inputs`,
+    else the calibration data (else None: it generates them)."""
+    if inputs is None:
+        return data, calib if isinstance(calib, str) else "calibration data"
+    where = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else "given inputs"
+    arrays = load_arrays(inputs) if isinstance(inputs, (str, os.PathLike)) else dict(inputs)
+    names = [vi.name for vi in graph_inputs(m.proto)]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise UsageError(f"--inputs {where}: no array for input(s) {', '.join(missing)} "
+                         f"(has: {', '.join(sorted(arrays)) or 'none'})")
+    return {n: arrays[n] for n in names}, where
+
+
+def _check_exclude(m, patterns):
+    """An --exclude pattern that matches no node or tensor name is a typo: refuse it."""
+    names = [n.name for n in m.graph.nodes] + list(m.graph.tensors())
+    for p in patterns:
+        if not any(fnmatch.fnmatchcase(n, p) for n in names):
+            raise UsageError(f"--exclude {p!r} matches no node or tensor name of {m.path or '<model>'} "
+                             "(names are case-sensitive; see `spa analyze -v`)")
+
+
+LABELS = {"heads": "heads", "head_dim": "head_dim", "hidden": "hidden size"}
+
+
 def _group_infos(cg, groups, macs):
     infos = []
     for gr in groups:
         members = tuple(f"{n}[{a}]" for (n, a) in gr.spaces if cg.g.nodes[(n, a)]["param"])
+        owners = [o for (n, a) in gr.spaces if cg.g.nodes[(n, a)]["param"] for o in cg.ctx.tensors[n].outputs]
+        layers = tuple(dict.fromkeys(o.name for o in owners))
+        label = LABELS.get(gr.kind) or ("conv channels" if any(o.op.startswith("Conv") for o in owners)
+                                        else "MLP width")
         nodes = sorted({n.name for (name, _) in gr.spaces
                         for n in list(cg.ctx.tensors[name].inputs) + list(cg.ctx.tensors[name].outputs)})
         reason = "; ".join(gr.blockers[:3]) + (f" (+{len(gr.blockers) - 3} more)" if len(gr.blockers) > 3 else "")
         span = max(int(np.bincount(ch).max()) for _, ch in gr.spaces.values())
         infos.append(GroupInfo(gr.id, gr.channels, members, tuple(nodes),
-                               gr.macs / macs if macs else 0.0, gr.prunable, reason, span, gr.kind))
+                               gr.macs / macs if macs else 0.0, gr.prunable, reason, span, gr.kind, layers, label))
     return tuple(infos)
 
 
@@ -228,6 +283,7 @@ def _wants_external(m, external_data, output) -> bool:
 
 def _reference(m, feeds, clock) -> dict:
     """Make sure the original is valid and runs (rules assume a sound model); its outputs."""
+    clock.begin("reference")
     try:  # load ran the plain checker already
         full_check(m.path if m.external else m.proto, checked=True)
     except Exception as exc:  # the checker and strict shape inference raise several types
@@ -292,13 +348,26 @@ def _probe(m):
 
 
 class _Clock:
-    def __init__(self):
-        self.times, self.t = {}, time.perf_counter()
+    """Seconds per stage (`times`); tells `progress` (callable(stage, i, n, name)) when a
+    stage begins, as (stage, 0, 0, ""), and hands counted stages a step callback."""
 
-    def lap(self, name):
+    def __init__(self, progress=None):
+        self.times, self.t, self.progress = {}, time.perf_counter(), progress
+
+    def begin(self, name):
+        if self.progress is not None:
+            self.progress(name, 0, 0, "")
+
+    def steps(self, stage):
+        """callable(i, n, name) reporting the steps of `stage`, or None without progress."""
+        return None if self.progress is None else (lambda i, n, name="": self.progress(stage, i, n, name))
+
+    def lap(self, name, then=None):
         now = time.perf_counter()
         self.times[name] = now - self.t
         self.t = now
+        if then is not None:
+            self.begin(then)
 
     def skip(self):
         self.t = time.perf_counter()
@@ -337,18 +406,37 @@ class _Refit:
         return pruned
 
 
-def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None):
+class _Provenance:
+    """Measures the pruned model (params, MACs: `after`) and records the prune in its
+    metadata_props (spa.report.provenance), after verification and before it is written."""
+
+    def __init__(self, m, before, criterion, settings, checked):
+        self.m, self.before, self.criterion, self.settings, self.checked = m, before, criterion, settings, checked
+        self.after = None
+
+    def __call__(self, pruned, src=None):
+        pm = load(src or pruned, self.m.input_shapes, checked=self.checked, dynamic=False)
+        self.after = _stats(pm, Ctx(pm), 0)
+        stamp(pruned, provenance(self.m.path or "<model>", self.settings, self.criterion, self.before, self.after))
+
+
+def _write_proto(m, cg, keep, output, feeds, reference, clock, fit, measure, mark):
     """Rewrite in memory, recover (with `fit`), verify (when `reference` is given), then
     write one file atomically."""
     pruned = apply(cg, keep)
-    clock.lap("rewrite")
+    clock.lap("rewrite", then="recover" if fit is not None else None)
     if fit is not None:
         pruned = fit(pruned)
         clock.lap("recover")
     verdict = UNVERIFIED
     if reference is not None:
-        verdict = check_pruned(m.proto, pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m))
+        clock.begin("verify")
+        verdict = check_pruned(_source(m), pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m),
+                               *measure, progress=clock.steps("verify"))
         clock.skip()
+    clock.begin("stats")
+    mark(pruned)
+    clock.lap("stats", then="write" if output is not None else None)
     size = pruned.ByteSize()
     if output is not None:
         size = write_atomic(pruned, output)
@@ -356,7 +444,7 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit=None):
     return pruned, verdict, size
 
 
-def _write_external(m, cg, keep, output, feeds, reference, clock):
+def _write_external(m, cg, keep, output, feeds, reference, clock, measure, mark):
     """Rewrite straight into a staged model and data file, verify the staged files
     (when `reference` is given), then move them into place."""
     with Staged(output) as st:
@@ -365,14 +453,19 @@ def _write_external(m, cg, keep, output, feeds, reference, clock):
             pruned = apply(cg, keep, sink)
         finally:
             sink.close()
-        clock.lap("rewrite")
+        clock.lap("rewrite", then="write")
         size = st.write(pruned)
         m.release()
         clock.lap("write")
         verdict = UNVERIFIED
         if reference is not None:
+            clock.begin("verify")
             verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>",
-                                   _probe(m))
+                                   _probe(m), *measure, progress=clock.steps("verify"))
             clock.skip()
+        clock.begin("stats")
+        mark(pruned, st.model)
+        size = st.write(pruned)  # again, with the provenance: the model file only, the data stays
+        clock.lap("stats")
         st.commit()
     return pruned, verdict, size

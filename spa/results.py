@@ -17,7 +17,9 @@ class GroupInfo:
     prunable: bool
     reason: str  # why it is blocked; "" when prunable
     elements: int  # largest number of elements one channel spans in a single tensor axis
-    kind: str  # "heads", "hidden" (passes a norm: pruning is not exactly zeroing) or "mlp"
+    kind: str  # "heads", "head_dim", "hidden" (passes a norm: pruning is not exactly zeroing) or "mlp"
+    layers: tuple = ()  # names of the nodes whose weights the members are, in member order
+    label: str = ""  # the kind in words: conv channels, MLP width, heads, head_dim, hidden size
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Analysis:
     stats: Stats
     groups: tuple
     blocked_ops: tuple  # op types without a rule, as (op, count)
+    provenance: dict = field(default_factory=dict)  # what SPA recorded when it pruned this model (spa.report)
 
     @property
     def prunable(self):
@@ -43,11 +46,56 @@ class Analysis:
 
 
 @dataclass(frozen=True)
+class OutputFidelity:
+    """How one output of the pruned model differs from the original's on the same inputs."""
+
+    name: str
+    shape: tuple  # the original's
+    pruned_shape: tuple | None  # None when the pruned model lacks the output
+    max_abs: float | None  # max |pruned - original|: the atol that would pass
+    max_rel: float | None  # max |pruned - original| / |original|: the rtol that would pass
+    mean_abs: float | None
+    cosine: float | None  # of the flattened outputs; exactly 1.0 when they are identical
+    top1: float | None  # classifier outputs ([N, C], C >= 2): share of rows with the same argmax
+    top5: float | None  # share of rows whose original top-1 class is in the pruned top 5 (C > 5)
+    note: str = ""  # why the metrics are missing
+    within: bool | None = None  # |pruned - original| <= atol + rtol * |original| everywhere; None: not asked
+
+    @property
+    def comparable(self) -> bool:
+        return self.cosine is not None
+
+
+@dataclass(frozen=True)
 class Verdict:
+    """What verification checked (checker, onnxruntime runs, output names, shapes and
+    types, determinism) and what it measured: `fidelity`, one OutputFidelity per output
+    of the original, on `samples` inputs from `inputs`."""
+
     checker: bool
     runs: bool
-    outputs_match: bool
+    outputs_match: bool  # same output names, shapes and element types; not the same values
     deterministic: bool
+    fidelity: tuple = ()
+    inputs: str = ""  # what the figures were measured on: "generated (seed 0)", the --calib file
+    samples: int = 0
+
+    @property
+    def cosine(self) -> float | None:
+        """The lowest cosine over the outputs (None when none was comparable)."""
+        values = [f.cosine for f in self.fidelity if f.cosine is not None]
+        return min(values) if values else None
+
+    @property
+    def max_abs(self) -> float | None:
+        values = [f.max_abs for f in self.fidelity if f.max_abs is not None]
+        return max(values) if values else None
+
+    @property
+    def top1(self) -> float | None:
+        """The lowest top-1 agreement over classifier outputs (None without one)."""
+        values = [f.top1 for f in self.fidelity if f.top1 is not None]
+        return min(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -93,4 +141,5 @@ class PruneResult:
         d["macs_reduction"] = self.macs_reduction
         d["params_reduction"] = self.params_reduction
         d["recovery"] = None if self.recovery is None else self.recovery.to_dict()
+        d["verdict"].update(cosine=self.verdict.cosine, max_abs=self.verdict.max_abs, top1=self.verdict.top1)
         return d

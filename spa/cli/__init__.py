@@ -7,9 +7,11 @@ from __future__ import annotations
 import click
 
 from . import prune, tools
+from .common import CONTEXT
 
 
-@click.group()
+@click.group(context_settings=CONTEXT, epilog="\b\nExamples:\n  spa analyze models/mnist_cnn.onnx\n"
+             "  spa prune models/mnist_cnn.onnx --ratio 0.3\n  spa prune -h")
 @click.version_option(package_name="spa-prune")
 def main():
     """SPA: structurally prune ONNX models."""

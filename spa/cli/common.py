@@ -4,13 +4,17 @@ argument types, and a progress bar."""
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
+import threading
 import time
 import traceback
 
 import click
 
 from ..errors import INTERNAL_EXIT_CODE, SpaError, UsageError
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it
 
 
 def run(fn):
@@ -20,6 +24,9 @@ def run(fn):
     def wrapper(*args, debug=False, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C: what was being written is removed on the way out
+            click.echo("\nspa: interrupted", err=True)
+            sys.exit(INTERRUPTED_EXIT_CODE)
         except SpaError as exc:
             if debug:
                 traceback.print_exc()
@@ -34,13 +41,43 @@ def run(fn):
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
 
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def command(*examples):
+    """A subcommand with -h and its `examples` at the end of --help."""
+    epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in examples)
+    return click.command(context_settings=CONTEXT, epilog=epilog)
+
+
+def input_shape(fn):
+    """--input-shape, the same in every subcommand."""
+    return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
+                        help="Concrete shape of a dynamic input (repeatable); other dynamic dims are 1.")(fn)
+
+
+def as_json(fn):
+    """--json: a flag in every subcommand."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")(fn)
+
+
+def samples(default=None):
+    """--samples: dim 0 of generated inputs (compare, gate)."""
+    return click.option("--samples", type=int, default=default, show_default=default is not None,
+                        help="Samples in generated inputs" + ("" if default else " (default 8)") + ".")
+
+
+def quiet(fn):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")(fn)
+
+
 def common(fn):
-    fn = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
-                      help="Concrete shape for a dynamic input (repeatable).")(fn)
+    """What analyze and prune share."""
+    fn = input_shape(fn)
     fn = click.option("--exclude", multiple=True, metavar="PATTERN",
-                      help="Protect groups touching nodes or tensors matching this glob (repeatable).")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")(fn)
-    return fn
+                      help="Protect groups touching nodes or tensors matching this glob (repeatable); "
+                           "a pattern that matches nothing is an error.")(fn)
+    return as_json(fn)
 
 
 class RoundTo(click.ParamType):
@@ -87,26 +124,83 @@ class Bar:
 
 
 class Progress:
-    """Progress of a long stage on stderr: one line redrawn in place on a terminal, else
-    a line at every tenth of the stage; each says the step, its count and elapsed time."""
+    """What `spa prune` is doing, on stderr.
 
-    def __init__(self, stream=None):
+    The API calls it as progress(stage, i, n, name): (stage, 0, 0, "") when a stage
+    starts, (stage, i, n, name) as a counted stage advances. A finished stage leaves one
+    line with its time. On a terminal the running stage is one more line, redrawn in place
+    every half second and at each step: its elapsed time, and for a counted stage a bar
+    with the step count and ETA. Elsewhere (a log, a pipe) a counted stage prints a line at
+    every tenth of its steps.
+    """
+
+    WIDTH = 30  # characters of the bar
+
+    def __init__(self, stream=None, enabled=True):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start, self.shown, self.drawn = {}, {}, False
+        self.tty = enabled and self.stream.isatty()
+        self.stage, self.start, self.step, self.shown = None, 0.0, None, -1
+        self.lock = threading.Lock()
+        self.ticker = None
+        if self.tty:
+            self.ticker = threading.Thread(target=self._tick, daemon=True)
+            self.ticker.start()
 
     def __call__(self, stage, i, n, name=""):
-        t0 = self.start.setdefault(stage, time.perf_counter())
-        line = f"{stage}: {i} of {n} ({time.perf_counter() - t0:.1f} s) {name}"
-        if self.tty:
-            self.stream.write("\r" + line[:100].ljust(100))
-            self.drawn = True
-        elif i == n or i * 10 // max(n, 1) > self.shown.get(stage, -1):
-            self.shown[stage] = i * 10 // max(n, 1)
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        with self.lock:
+            if stage != self.stage:
+                self._finish()
+                self.stage, self.start, self.step, self.shown = stage, time.perf_counter(), None, -1
+            if n > 0:
+                self.step = (i, n, name)
+                if self.tty:
+                    self._draw()
+                elif i == n or i * 10 // n > self.shown:
+                    self.shown = i * 10 // n
+                    self._write(f"spa: {stage}: {i} of {n} ({time.perf_counter() - self.start:.1f} s) {name}\n")
+            elif self.tty:
+                self._draw()
 
-    def close(self):
-        if self.drawn:
-            self.stream.write("\r" + " " * 100 + "\r")
-            self.stream.flush()
+    def close(self, failed=False):
+        """End the display; the last stage leaves its line unless it `failed` (the error says why)."""
+        with self.lock:
+            if failed and self.tty and self.stage is not None:
+                self._write("\r\033[K")
+            elif not failed:
+                self._finish()
+            self.stage = None
+            self.ticker = None  # the thread sees it and stops
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        self.close(failed=exc_type is not None)
+        return False
+
+    def _finish(self):
+        """Leave the stage that ran as one line with its time."""
+        if self.stage is not None:
+            self._write(("\r\033[K" if self.tty else "") + f"spa: {self.stage} {time.perf_counter() - self.start:.1f} s\n")
+
+    def _draw(self):
+        took = time.perf_counter() - self.start
+        line = f"spa: {self.stage} {took:.1f} s"
+        if self.step is not None:
+            i, n, name = self.step
+            full = int(self.WIDTH * i / n)
+            eta = f"ETA {took / i * (n - i):.0f} s" if i else "ETA ?"
+            line = f"spa: {self.stage} [{'#' * full}{'.' * (self.WIDTH - full)}] {i}/{n} {eta} {name}"
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        self._write("\r\033[K" + line[:width])
+
+    def _tick(self):
+        while self.ticker is not None:
+            time.sleep(0.5)
+            with self.lock:
+                if self.stage is not None and self.ticker is not None:
+                    self._draw()
+
+    def _write(self, text):
+        self.stream.write(text)
+        self.stream.flush()

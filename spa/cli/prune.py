@@ -10,7 +10,8 @@ from ..measure import block_warnings
 from ..report import to_json
 from ..score import REDUCTIONS
 from ..score.criteria import CRITERIA
-from .common import Progress, RoundTo, common, run
+from ..view import page, write
+from .common import Progress, RoundTo, command, common, quiet, run
 from .text import analysis_text, prune_text
 
 
@@ -24,19 +25,28 @@ def block_warning_lines(model, limit=8) -> list:
     return lines
 
 
-@click.command()
+@command("spa analyze model.onnx", "spa analyze model.onnx -v --exclude 'head*'",
+         "spa analyze model.onnx --input-shape input:1,3,224,224 --json", "spa analyze model.onnx --html groups.html")
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-v", "--verbose", is_flag=True, help="List every member of every group.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the groups on a drawing of the graph: one self-contained HTML file.")
 @common
 @run
-def analyze(model, input_shapes, exclude, as_json):
+def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
     """List the coupled channel groups of MODEL and why any is blocked."""
     an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
-    click.echo(to_json(an.to_dict()) if as_json else analysis_text(an))
+    click.echo(to_json(an.to_dict()) if as_json else analysis_text(an, verbose))
+    if html_path:
+        write(html_path, page(model, an))
+        click.echo(f"spa: wrote {html_path}", err=True)
     for line in block_warning_lines(model):  # channel counts that miss onnxruntime's NCHWc kernels
         click.echo(line, err=True)
 
 
-@click.command()
+@command("spa prune model.onnx --ratio 0.3", "spa prune model.onnx small.onnx --target-macs 0.5 --exclude 'head*'",
+         "spa prune model.onnx --target-macs 0.3 --calib samples.npz --json",
+         "spa prune model.onnx --ratio 0.3 --report report.html")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("output", required=False, type=click.Path(dir_okay=False))
 @click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
@@ -51,13 +61,15 @@ def analyze(model, input_shapes, exclude, as_json):
                    "taylor, hessian and obs need --calib.")
 @click.option("--calib", type=click.Path(), help="Calibration inputs: an .npz keyed by input name, or a folder "
                                                  "of <input>.npy files; samples on axis 0.")
+@click.option("--inputs", type=click.Path(), help="Inputs to measure fidelity on (.npz or a folder of <input>.npy "
+                                                  "files; default: --calib, else 8 generated samples).")
 @click.option("--recover/--no-recover", default=None,
               help="Refit the pruned weights so each layer reproduces the original, on the --calib data "
                    "(default: on with --calib) or, without it, on synthetic images.")
 @click.option("--sensitivity/--no-sensitivity", default=None,
               help="With --calib and --target-macs or --global: measure how much the outputs change as each "
                    "group alone loses channels, and remove where the error per MACs saved is lowest.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@quiet
 @click.option("--reduce", default="mean", show_default=True, type=click.Choice(REDUCTIONS),
               help="How the scores of a group's members combine.")
 @click.option("--global", "global_ranking", is_flag=True, help="Rank channels across groups.")
@@ -70,25 +82,32 @@ def analyze(model, input_shapes, exclude, as_json):
                    "else 4, 2, 1, within half the asked removal.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Also write an HTML report: the graph with each group before and after, the fidelity, the timings.")
 @click.option("--external-data", is_flag=True, default=None,
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
 @common
 @run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, recover, sensitivity,
-          quiet, reduce, global_ranking, normalize, max_ratio, round_to, seed, force, external_data, input_shapes, exclude, as_json):
+def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, inputs, recover,
+          sensitivity, quiet, reduce, global_ranking, normalize, max_ratio, round_to, seed, force, report_path,
+          external_data, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
-    progress = None if quiet else Progress()
-    try:
+    with Progress(enabled=not quiet) as progress:
         result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
                                criterion=criterion, reduce=reduce, global_ranking=global_ranking, round_to=round_to,
                                exclude=exclude, input_shapes=list(input_shapes), seed=seed, force=force,
                                kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                                external_data=external_data or None, calib=calib, normalize=normalize,
-                               max_ratio=max_ratio, recover=recover, sensitivity=sensitivity, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+                               max_ratio=max_ratio, recover=recover, sensitivity=sensitivity,
+                               progress=progress if not quiet else None, inputs=inputs)
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
+    if report_path:
+        an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)
+        write(report_path, page(model, an, result))
+        if not quiet:
+            click.echo(f"spa: wrote {report_path}", err=True)
+    for line in [] if quiet else block_warning_lines(result.output or result.model):  # against the NCHWc block
+        click.echo(line, err=True)
 
 
 COMMANDS = (analyze, prune)

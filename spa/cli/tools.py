@@ -12,10 +12,11 @@ from ..measure import bench as bench_mod
 from ..measure import compare as compare_mod
 from ..measure import gate as gate_mod
 from ..report import to_json
-from .common import Bar, batches, run
+from .common import Bar, as_json, batches, command, input_shape, run, samples
 
 
-@click.command()
+@command("spa bench model.onnx model.pruned.onnx --batch 1,8 --threads 4",
+         "spa bench model.onnx --device cuda --seconds 10 --json")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(bench_mod.DEVICES),
               help="cuda: CUDA execution provider with IOBinding.")
@@ -27,11 +28,10 @@ from .common import Bar, batches, run
               help="Intra-op threads; 0: onnxruntime's default.")
 @click.option("--opt-level", default="all", show_default=True, type=click.Choice(list(bench_mod.OPT_LEVELS)),
               help="onnxruntime graph optimization level.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
-              help="Shape for a dynamic input; dim 0 is replaced by the batch (repeatable).")
+@input_shape
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated inputs.")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurement (one child process per model).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@as_json
 @run
 def bench(models, device, batch, warmup, runs, seconds, threads, opt_level, input_shapes, seed, no_memory,
           as_json):
@@ -50,30 +50,38 @@ def bench(models, device, batch, warmup, runs, seconds, threads, opt_level, inpu
     click.echo(to_json(result.to_dict()) if as_json else bench_mod.bench_text(result))
 
 
-@click.command()
+@command("spa compare model.onnx model.pruned.onnx --inputs data.npz",
+         "spa compare model.onnx model.pruned.onnx --samples 64 --atol 0.5 --rtol 0.1",
+         "spa compare model.onnx model.pruned.onnx --save-inputs in.npz --save-outputs out.npz --json")
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("pruned", type=click.Path(dir_okay=False))
 @click.option("--inputs", type=click.Path(), help=".npz file or folder of <input>.npy files; default: generated.")
-@click.option("--batch", default=8, show_default=True, type=int, help="Samples in generated inputs.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
-              help="Shape for other dynamic dims of generated inputs (repeatable).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@samples(8)
+@input_shape
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated inputs.")
+@click.option("--atol", type=float, help="Pass when |pruned - original| <= atol + rtol * |original| everywhere.")
+@click.option("--rtol", type=float, help="See --atol (either alone: the other is 0).")
 @click.option("--save-inputs", type=click.Path(), help="Write the inputs used (.npz, or a folder ending in /).")
 @click.option("--save-outputs", type=click.Path(),
               help="Write both models' outputs as original/<name>, pruned/<name> (.npz or folder/).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@as_json
 @run
-def compare(original, pruned, inputs, batch, input_shapes, seed, save_inputs, save_outputs, as_json):
-    """Compare every output of PRUNED with ORIGINAL's on the same inputs."""
-    if batch < 1:
-        raise UsageError(f"--batch must be positive, got {batch}")
-    c = compare_mod.compare(original, pruned, inputs=inputs, batch=batch,
+def compare(original, pruned, inputs, samples, input_shapes, seed, atol, rtol, save_inputs, save_outputs, as_json):
+    """Compare every output of PRUNED with ORIGINAL's on the same inputs. With --atol or
+    --rtol, end with PASSED or FAILED (exit 1)."""
+    if samples < 1:
+        raise UsageError(f"--samples must be positive, got {samples}")
+    c = compare_mod.compare(original, pruned, inputs=inputs, batch=samples,
                             input_shapes=parse_input_shapes(input_shapes), seed=seed,
-                            save_inputs=save_inputs, save_outputs=save_outputs)
+                            save_inputs=save_inputs, save_outputs=save_outputs, atol=atol, rtol=rtol)
     click.echo(to_json(c.to_dict()) if as_json else compare_mod.compare_text(c))
+    if c.passed is False:
+        sys.exit(1)
 
 
-@click.command()
+@command("spa gate model.onnx model.pruned.onnx --min-macs-reduction 0.3 --min-top1 0.95",
+         "spa gate model.onnx model.pruned.onnx --max-latency-ratio 0.7 --batch 8 --junit gate.xml",
+         "spa gate model.onnx model.pruned.onnx --config pyproject.toml --json-out gate.json")
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("pruned", type=click.Path(dir_okay=False))
 @click.option("--config", type=click.Path(dir_okay=False),
@@ -90,28 +98,24 @@ def compare(original, pruned, inputs, batch, input_shapes, seed, save_inputs, sa
 @click.option("--min-top1", type=float, help="Fail if any classifier output's top-1 agreement is below this.")
 @click.option("--max-file-size", help="Fail if the pruned file is larger (bytes, or e.g. 25MB, 2GiB).")
 @click.option("--inputs", type=click.Path(), help="Inputs for fidelity (.npz or .npy folder); default: generated.")
-@click.option("--samples", type=int, help="Samples in generated inputs (default 8).")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
-              help="Shape for a dynamic input (repeatable).")
+@samples()
+@input_shape
 @click.option("--seed", type=int, help="Seed of generated inputs (default 0).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write a JSON report here ('-': stdout).")
+@as_json
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Also write the JSON report here.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @run
-def gate(original, pruned, config, json_path, junit_path, **flags):
+def gate(original, pruned, config, as_json, json_path, junit_path, **flags):
     """Check PRUNED against ORIGINAL; exit 0 when every check passes, 1 otherwise."""
     table, base = gate_mod.read_config(config)
     th = gate_mod.thresholds(table, flags, base)
     result = gate_mod.gate(original, pruned, th)
+    text = to_json(result.to_dict())
     if json_path:
-        text = to_json(result.to_dict())
-        if json_path == "-":
-            click.echo(text)
-        else:
-            gate_mod.write_report(json_path, text + "\n")
+        gate_mod.write_report(json_path, text + "\n")
     if junit_path:
         gate_mod.write_report(junit_path, gate_mod.junit_xml(result))
-    if json_path != "-":
-        click.echo(gate_mod.gate_text(result))
+    click.echo(text if as_json else gate_mod.gate_text(result))
     sys.exit(0 if result.passed else 1)
 
 

@@ -64,7 +64,8 @@ def build(model: Model, inner: bool = False) -> ChannelGraph:
                     [(t, "graph output") for t in model.graph.outputs]:
         for axis in range(ctx.rank(t) or 0):
             if (t.name, axis) in g:
-                g.nodes[(t.name, axis)]["blockers"].append(f"'{t.name}' is a {where}")
+                g.nodes[(t.name, axis)]["blockers"].append(f"'{t.name}' is a {where} (SPA keeps the model's "
+                                                           "interface)")
     same = [c for _, _, flow in flows for c in flow.same]
     return ChannelGraph(model, ctx, g, flows, same)
 
@@ -88,9 +89,12 @@ def _block_untouched(g, ctx, node, rule, flow):
             if s not in g or s in flow.handled:
                 continue
             if rule is None:
-                why = f"no rule for op {node.op} (node '{node.name}')"
+                why = (f"no rule for op {node.op} (node '{node.name}'): a rule in spa/rules/ would unblock it "
+                       "(checklist in spa/rules/base.py)")
+            elif s in flow.reasons:
+                why = f"{flow.reasons[s]} (node '{node.name}')"
             else:
-                why = flow.reasons.get(s) or f"{node.op} '{node.name}' does not pass axis {axis} of '{t.name}'"
+                why = f"{node.op} '{node.name}' does not pass axis {axis} of '{t.name}' (its rule cannot)"
             g.nodes[s]["blockers"].append(why)
 
 

@@ -114,7 +114,7 @@ def _annotate(cg, group, exclude):
         names |= {n.name for s in group.spaces for n in _users(cg, s[0])}
         hit = next((n for n in sorted(names) for p in exclude if fnmatch.fnmatchcase(n, p)), None)
         if hit:
-            reasons.insert(0, f"excluded: '{hit}' matches --exclude")
+            reasons.insert(0, f"excluded: '{hit}' matches --exclude (drop the pattern to prune it)")
     if group.channels == 1 and not reasons:
         size = max(g.nodes[s]["size"] for s in group.spaces)
         reasons.append("a single channel cannot be removed" if size == 1 else

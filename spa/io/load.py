@@ -120,6 +120,9 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
         if not checked:  # a path spares serialising the proto again
             onnx.checker.check_model(path or proto)
     except Exception as exc:  # ValidationError, and others for odd protos
+        if any(p.key == "spa.placeholders" for p in proto.metadata_props):
+            raise ModelError(f"{where}: a weightless zoo model (its weights were stripped); fill them first: "
+                             f"python tools/zoo_format.py fill {where} filled.onnx") from exc
         raise ModelError(f"{where}: invalid ONNX model ({first_line(exc, 200)})") from exc
     names = {i.name for i in proto.graph.input}
     unknown = set(input_shapes) - names

@@ -8,33 +8,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ModelError, UsageError, first_line
+from ..io import load_arrays as load_inputs
 from ..protos import ORT_TYPES
 from ..report import table
+from ..results import OutputFidelity
 from ..runtime import random_feeds
+from ..verify import fidelity
 from .bench import BenchSettings, input_specs, make_session
-
-TINY = np.finfo(np.float64).tiny
-
-
-@dataclass(frozen=True)
-class OutputFidelity:
-    """How one output of the pruned model differs from the original's."""
-
-    name: str
-    shape: tuple  # the original's
-    pruned_shape: tuple | None  # None when the pruned model lacks the output
-    max_abs: float | None  # max |pruned - original|: the atol that would pass
-    max_rel: float | None  # max |pruned - original| / |original|: the rtol that would pass
-    mean_abs: float | None
-    cosine: float | None  # of the flattened outputs; exactly 1.0 when they are identical
-    top1: float | None  # classifier outputs ([N, C], C >= 2): share of rows with the same argmax
-    top5: float | None  # share of rows whose original top-1 class is in the pruned top 5 (C > 5)
-    note: str = ""  # why the metrics are missing
-
-    @property
-    def comparable(self) -> bool:
-        return self.cosine is not None
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -43,32 +23,21 @@ class Comparison:
     inputs: str  # where the inputs came from
     samples: int  # dim 0 of the first input
     outputs: tuple  # OutputFidelity per output of the original
+    atol: float | None = None  # the tolerances asked for (None: no pass/fail check)
+    rtol: float | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        """Every output within atol + rtol * |original| (None when no tolerance was given)."""
+        if self.atol is None and self.rtol is None:
+            return None
+        return all(o.within is not False for o in self.outputs)  # None: an output that is not measured
 
     def to_dict(self):
-        return asdict(self)
+        return {**asdict(self), "passed": self.passed}
 
 
 # -- inputs -----------------------------------------------------------------------------------
-def load_inputs(path) -> dict:
-    """Arrays by input name from an .npz file or a folder of <input name>.npy files."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
-        if not files:
-            raise UsageError(f"{path}: folder has no .npy files")
-        return {f[:-4]: np.load(os.path.join(path, f), allow_pickle=False) for f in files}
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such file or folder")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise UsageError(f"{path}: not a readable .npz file ({exc})") from exc
-    if not hasattr(data, "files"):
-        raise UsageError(f"{path}: expected an .npz archive or a folder of .npy files")
-    with data:
-        return {k: data[k] for k in data.files}
-
-
 def match_inputs(sess, data: dict, where: str) -> dict:
     """The arrays the session needs, cast to its input types (same kind only); extra keys are ignored."""
     feeds = {}
@@ -129,41 +98,8 @@ def run_all(sess, feeds: dict, where: str) -> dict:
     return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(names)}
 
 
-def fidelity(name: str, want: np.ndarray, got: np.ndarray | None) -> OutputFidelity:
-    """Compare one output of the pruned model (got) with the original's (want)."""
-    shape = tuple(want.shape)
-    if got is None:
-        return OutputFidelity(name, shape, None, None, None, None, None, None, None, "missing in the pruned model")
-    if got.shape != want.shape:
-        return OutputFidelity(name, shape, tuple(got.shape), None, None, None, None, None, None,
-                              f"shape {tuple(got.shape)} differs from {shape}")
-    a, b = want.astype(np.float64).ravel(), got.astype(np.float64).ravel()
-    diff = np.abs(a - b)
-    finite = np.isfinite(a).all() and np.isfinite(b).all()
-    max_abs = float(diff.max()) if diff.size else 0.0
-    max_rel = float((diff / np.maximum(np.abs(a), TINY)).max()) if diff.size else 0.0
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if not finite:
-        cos = float("nan")
-    elif max_abs == 0:  # identical, or both all zero
-        cos = 1.0
-    elif na == 0 or nb == 0:
-        cos = 0.0
-    else:
-        cos = float(np.clip(a @ b / (na * nb), -1.0, 1.0))
-    top1 = top5 = None
-    if want.ndim == 2 and want.shape[1] >= 2 and want.shape[0] >= 1 and want.dtype.kind == "f":
-        ref = want.argmax(1)
-        top1 = float((got.argmax(1) == ref).mean())
-        if want.shape[1] > 5:
-            best5 = np.argpartition(-got, 5, axis=1)[:, :5]
-            top5 = float((best5 == ref[:, None]).any(1).mean())
-    return OutputFidelity(name, shape, shape, max_abs, max_rel, float(diff.mean()) if diff.size else 0.0,
-                          cos, top1, top5, "" if finite else "non-finite values")
-
-
 def compare(original, pruned, inputs=None, batch: int = 8, input_shapes=None, seed: int = 0,
-            save_inputs=None, save_outputs=None) -> Comparison:
+            save_inputs=None, save_outputs=None, atol=None, rtol=None) -> Comparison:
     """Run both models on the same inputs and compare every output of the original.
 
     Args:
@@ -174,6 +110,8 @@ def compare(original, pruned, inputs=None, batch: int = 8, input_shapes=None, se
         seed: seed of generated inputs.
         save_inputs: write the inputs used here (.npz, or a folder of .npy).
         save_outputs: write both models' outputs as original/<name> and pruned/<name>.
+        atol, rtol: when either is given, each output's `within` says whether
+            |pruned - original| <= atol + rtol * |original| everywhere (the other counts as 0).
     """
     settings = BenchSettings(input_shapes=dict(input_shapes or {}), seed=seed, memory=False)
     a, b = make_session(original, settings), make_session(pruned, settings)
@@ -187,9 +125,10 @@ def compare(original, pruned, inputs=None, batch: int = 8, input_shapes=None, se
     if save_outputs:
         save_arrays(save_outputs, {**{f"original/{k}": v for k, v in want.items()},
                                    **{f"pruned/{k}": v for k, v in got.items()}})
-    outs = tuple(fidelity(k, v, got.get(k)) for k, v in want.items())
+    tol = None if atol is None and rtol is None else (atol or 0.0, rtol or 0.0)
+    outs = tuple(fidelity(k, v, got.get(k), tol) for k, v in want.items())
     first = next(iter(feeds.values()), np.zeros(0))
-    return Comparison(names[0], names[1], where, int(first.shape[0]) if first.ndim else 1, outs)
+    return Comparison(names[0], names[1], where, int(first.shape[0]) if first.ndim else 1, outs, atol, rtol)
 
 
 def _pruned_feeds(sess, feeds, where):
@@ -215,6 +154,12 @@ def compare_text(c: Comparison) -> str:
         rows.append((o.name, "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs, ".3e"), fmt(o.max_rel, ".3e"),
                      fmt(o.cosine, ".6f"), fmt(o.top1, ".3f"), fmt(o.top5, ".3f"), o.note))
     head = ("output", "shape", "max abs", "max rel", "cosine", "top-1", "top-5", "note")
-    return (f"{os.path.basename(c.pruned)} against {os.path.basename(c.original)} on {c.samples} samples "
+    text = (f"{os.path.basename(c.pruned)} against {os.path.basename(c.original)} on {c.samples} samples "
             f"({c.inputs})\n\n" + table(rows, head))
+    if c.passed is None:
+        return text
+    tol = f"atol {c.atol or 0:g}, rtol {c.rtol or 0:g}"
+    bad = [o.name for o in c.outputs if o.within is False]
+    return text + ("\n\nPASSED" if c.passed else f"\n\nFAILED ({len(bad)} of {len(c.outputs)} outputs "
+                                                 f"outside {tol}: {', '.join(bad)})") + (f" ({tol})" if c.passed else "")
 

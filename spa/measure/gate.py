@@ -23,7 +23,8 @@ from ..protos import graph_inputs, value_infos
 from ..report import table
 from ..rules import Ctx
 from .bench import DEVICES, BenchSettings, bench, make_session
-from .compare import feeds_for, fidelity, run_all
+from ..verify import fidelity
+from .compare import feeds_for, run_all
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from .. import runtime
+from . import message_lines
 from ..io import concrete_inputs
 from ..rules import RULES, key
 
@@ -77,7 +78,7 @@ def flags(step: str, rc, out: str, err: str, timeout: float = 60.0) -> list:
         found.append(f"{step}: exit {rc}: {err.strip()[-200:]}")
     if "Traceback (most recent call last)" in out + err:
         found.append(f"{step}: traceback")
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("spa: warning")]
+    lines = [ln for ln in message_lines(err) if not ln.startswith("spa: warning")]  # progress lines may precede
     if rc != 0 and len(lines) > 1:
         found.append(f"{step}: {len(lines)} lines on stderr: {' | '.join(lines)[:200]}")
     return found

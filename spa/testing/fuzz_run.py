@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from spa.cli import main
 
+from . import message_lines
 from .fuzz import make_case, seeds
 
 OK_CODES = {0, 2, 3, 4, 5}
@@ -125,7 +126,7 @@ def check_case(folder, code, text, command="prune"):
     if code != 0:
         if left:
             problems.append(("leftover", ", ".join(left)))
-        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        lines = message_lines(text)
         if code in OK_CODES and len(lines) != 1:
             problems.append(("multiline", text.strip()[:200]))
         return problems

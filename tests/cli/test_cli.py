@@ -35,14 +35,14 @@ def test_prune_writes_default_output_and_table(model_path):
 def test_prune_json(model_path, tmp_path):
     res = invoke("prune", model_path, tmp_path / "o.onnx", "--ratio", "0.3", "--json")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["macs_reduction"] > 0.3 and data["after"]["macs"] < data["before"]["macs"]
 
 
 def test_analyze_json_schema(model_path):
     res = invoke("analyze", model_path, "--json")
     assert res.exit_code == 0, res.output
-    groups = json.loads(res.output)["groups"]
+    groups = json.loads(res.stdout)["groups"]
     assert groups
     for g in groups:
         assert {"id", "channels", "members", "macs_share", "prunable", "reason"} <= set(g)
@@ -118,9 +118,86 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_input_shape_sets_macs_and_keeps_dynamic_dims(model_path, tmp_path):
     out = tmp_path / "o.onnx"
-    one = json.loads(invoke("prune", model_path, out, "--ratio", "0.3", "--json").output)
+    one = json.loads(invoke("prune", model_path, out, "--ratio", "0.3", "--json").stdout)
     res = invoke("prune", model_path, out, "--ratio", "0.3", "--json", "--force", "--input-shape", "input:2,3,16,16")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["before"]["macs"] == 2 * one["before"]["macs"]
+    assert json.loads(res.stdout)["before"]["macs"] == 2 * one["before"]["macs"]
     dim0 = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param == "N"
+
+
+def _subcommands():
+    return sorted(main.commands)
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_every_subcommand_has_help_with_an_example(flag):
+    top = invoke(flag)
+    assert top.exit_code == 0 and "Examples:" in top.output
+    names = _subcommands()
+    assert {"analyze", "prune", "bench", "compare", "gate"} <= set(names)
+    for name in names:
+        res = invoke(name, flag)
+        assert res.exit_code == 0, (name, res.output)
+        example = res.output.split("Examples:")[-1]
+        assert "Examples:" in res.output and f"spa {name} " in example, (name, res.output)
+        assert "-h, --help" in res.output
+
+
+def test_options_agree_across_subcommands():
+    """--json is a flag everywhere, --input-shape means the same everywhere, generated inputs are --samples."""
+    for name in _subcommands():
+        params = {p.name: p for p in main.commands[name].params}
+        assert params["as_json"].is_flag and params["as_json"].opts == ["--json"], name
+        assert params["input_shapes"].opts == ["--input-shape"] and params["input_shapes"].multiple, name
+        if name in ("compare", "gate"):
+            assert "samples" in params and "batch" not in params or name == "gate"
+
+
+def test_provenance_in_metadata_props_and_analyze(model_path, tmp_path):
+    out = tmp_path / "o.onnx"
+    res = invoke("prune", model_path, out, "--ratio", "0.3", "--criterion", "l2", "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    props = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert props["spa.prune.version"] and props["spa.prune.source"] == "resnet.onnx"
+    assert props["spa.prune.criterion"] == "l2"
+    settings = json.loads(props["spa.prune.settings"])
+    assert settings["ratio"] == 0.3 and settings["round_to"] == "auto"
+    assert json.loads(props["spa.prune.before"]) == {"params": r["before"]["params"], "macs": r["before"]["macs"]}
+    assert json.loads(props["spa.prune.after"]) == {"params": r["after"]["params"], "macs": r["after"]["macs"]}
+    an = invoke("analyze", out)
+    assert an.exit_code == 0 and "pruned by SPA" in an.stdout and "criterion l2" in an.stdout, an.output
+    assert json.loads(invoke("analyze", out, "--json").stdout)["provenance"]["criterion"] == "l2"
+    assert "pruned by SPA" not in invoke("analyze", model_path).stdout
+
+
+def test_exclude_that_matches_nothing_is_an_error(model_path):
+    for command in (["analyze", model_path], ["prune", model_path, "--ratio", "0.3"]):
+        res = invoke(*command, "--exclude", "conv_typo*")
+        assert res.exit_code == 2 and "'conv_typo*' matches no node or tensor name" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not model_path.with_name("resnet.pruned.onnx").exists()
+
+
+def test_analyze_fits_the_terminal_and_names_nodes(tmp_path):
+    path = tmp_path / "deep.onnx"
+    onnx.save(ALL["resnet"](), path)
+    an = json.loads(invoke("analyze", path, "--json").stdout)
+    res = CliRunner().invoke(main, ["analyze", str(path)], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines[1:]) <= 80, res.stdout  # the first line is the model's path
+    assert "conv channels" in res.stdout and "why: 'input' is a graph input" in res.stdout
+    layers = {name for g in an["groups"] for name in g["layers"]}
+    assert layers and all(not m.split("[")[0] in res.stdout for g in an["groups"] for m in g["members"]
+                          if m.split("[")[0] not in layers)  # tensor ids give way to node names
+    verbose = CliRunner().invoke(main, ["analyze", str(path), "-v"], env={"COLUMNS": "80"}).stdout
+    assert all(name in verbose for name in layers)
+
+
+def test_weightless_zoo_model_gets_a_hint():
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "models", "zoo", "torchvision", "resnet18_ts.onnx")
+    res = invoke("analyze", path)
+    assert res.exit_code == 3 and "weightless zoo model" in res.output and "zoo_format.py fill" in res.output
+    assert len(res.output.strip().splitlines()) == 1

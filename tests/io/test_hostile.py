@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import spa.runtime
+from spa.testing import message_lines
 from spa.testing.nets import ALL
 from spa.cli import main
 
@@ -41,7 +42,7 @@ def refused(path, code, *words, command="prune"):
     assert time.perf_counter() - t < 30, "took too long"
     assert res.exit_code == code, res.output
     assert "Traceback" not in res.output
-    lines = res.output.strip().splitlines()
+    lines = message_lines(res.output)  # the error, after the lines of the stages that finished
     assert len(lines) == 1, res.output
     assert os.path.basename(path) in lines[0]
     for w in words:

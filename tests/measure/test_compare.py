@@ -10,7 +10,8 @@ from click.testing import CliRunner
 import spa
 from spa.testing.nets import ALL
 from spa.cli import main
-from spa.measure.compare import compare, compare_text, fidelity, load_inputs
+from spa.measure.compare import compare, compare_text, load_inputs
+from spa.verify import fidelity
 from spa.errors import UsageError
 
 
@@ -130,7 +131,7 @@ def test_fixed_batch_model_runs_in_chunks(tmp_path):
 
 def test_cli_compare(models, tmp_path):
     orig, pruned = models["flatten_gemm"]
-    res = invoke("compare", orig, pruned, "--batch", "4", "--save-inputs", tmp_path / "i.npz")
+    res = invoke("compare", orig, pruned, "--samples", "4", "--save-inputs", tmp_path / "i.npz")
     assert res.exit_code == 0, res.output
     assert "cosine" in res.output and (tmp_path / "i.npz").exists()
     res = invoke("compare", orig, pruned, "--inputs", tmp_path / "i.npz", "--json")
@@ -141,3 +142,16 @@ def test_cli_compare(models, tmp_path):
     assert res.exit_code == 3 and res.stderr.startswith("spa: error:")
     res = invoke("compare", orig, pruned, "--inputs", tmp_path / "nope.npz")
     assert res.exit_code == 2 and len(res.stderr.splitlines()) == 1
+
+
+def test_cli_compare_tolerances(models):
+    orig, pruned = models["flatten_gemm"]
+    d = json.loads(invoke("compare", orig, pruned, "--json").stdout)
+    worst = d["outputs"][0]["max_abs"]
+    assert d["passed"] is None and worst > 0
+    res = invoke("compare", orig, pruned, "--atol", worst * 1.01)
+    assert res.exit_code == 0 and res.stdout.strip().splitlines()[-1].startswith("PASSED"), res.output
+    res = invoke("compare", orig, pruned, "--atol", worst / 2)
+    assert res.exit_code == 1 and res.stdout.strip().splitlines()[-1].startswith("FAILED"), res.output
+    res = invoke("compare", orig, pruned, "--rtol", 0)  # rtol alone: atol 0, and the outputs differ
+    assert res.exit_code == 1 and "FAILED (1 of 1 outputs outside atol 0, rtol 0" in res.stdout, res.output

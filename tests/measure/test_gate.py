@@ -181,7 +181,7 @@ def test_cli_exit_codes_and_reports(pair, tmp_path):
     assert res.exit_code == 0, res.output
     assert "PASSED" in res.stdout and "interface" in res.stdout
     res = invoke("gate", *pair, "--min-macs-reduction", "0.99", "--max-file-size", "1GB",
-                 "--json", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
+                 "--json-out", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
     assert res.exit_code == 1, res.output
     assert "FAIL" in res.stdout and "FAILED (1 of 6 checks)" in res.stdout
     d = json.loads((tmp_path / "g.json").read_text())
@@ -194,7 +194,7 @@ def test_cli_exit_codes_and_reports(pair, tmp_path):
 
 
 def test_cli_json_to_stdout(pair):
-    res = invoke("gate", *pair, "--json", "-", "--min-cosine", "0.0")
+    res = invoke("gate", *pair, "--json", "--min-cosine", "0.0")
     assert res.exit_code == 0
     assert json.loads(res.stdout)["checks"][-1]["name"] == "cosine"
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 import spa
+from spa.testing import message_lines
 from spa.testing.nets import ALL
 from spa.testing.oracle import feeds as feeds_for
 from spa.score.calib import Measured
@@ -83,7 +84,7 @@ def test_data_criteria_fail_clearly_without_calib(criterion, tmp_path):
         spa.prune(str(path), ratio=0.3, criterion=criterion)
     res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", criterion])
     assert res.exit_code != 0 and "--calib" in res.output and "Traceback" not in res.output
-    assert len(res.output.strip().splitlines()) == 1
+    assert len(message_lines(res.output)) == 1
 
 
 def test_calib_from_a_folder_of_npy_files(tmp_path):
@@ -110,7 +111,7 @@ def test_bad_calibration_data_is_refused_in_one_line(bad, message, tmp_path):
     onnx.save(model, path)
     res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", "obs",
                                     "--calib", str(tmp_path / "c.npz")])
-    assert res.exit_code != 0 and message in res.output and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code != 0 and message in res.output and len(message_lines(res.output)) == 1
 
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "flatten_gemm"])

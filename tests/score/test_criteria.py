@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import spa
+from spa.testing import message_lines
 from spa.testing.nets import ALL
 from spa.testing.oracle import feeds as feeds_for
 from spa.cli import main
@@ -230,4 +231,4 @@ def test_calib_alone_picks_obs_and_is_refused_by_criteria_that_read_no_data(tmp_
     np.savez(tmp_path / "calib.npz", **calib)
     res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", "obspa",
                                     "--calib", str(tmp_path / "calib.npz"), "--no-recover"])
-    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code == 2 and len(message_lines(res.output)) == 1
