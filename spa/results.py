@@ -33,6 +33,7 @@ class Analysis:
     stats: Stats
     groups: tuple
     blocked_ops: tuple  # op types without a rule, as (op, count)
+    notes: tuple = ()  # what the user should know (the sizes SPA chose for dynamic input dims)
 
     @property
     def prunable(self):
