@@ -48,7 +48,8 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
     infos = _group_infos(c.cg, c.groups, stats.macs) + (_group_infos(c.cg2, c.head_dims, stats.macs)
                                                           if c.head_dims else ())
-    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())), read_provenance(m.proto))
+    return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())), read_provenance(m.proto),
+                    (m.sizes_note,) if m.sizes_note else ())
 
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
@@ -156,7 +157,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("plan", then="rewrite")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
-    notes = []
+    notes = [m.sizes_note] if m.sizes_note else []
     if recover and data is None:
         data = _synthetic(m)
     if recover and external:

@@ -36,6 +36,7 @@ class Analysis:
     groups: tuple
     blocked_ops: tuple  # op types without a rule, as (op, count)
     provenance: dict = field(default_factory=dict)  # what SPA recorded when it pruned this model (spa.report)
+    notes: tuple = ()  # what the user should know (the sizes SPA chose for dynamic input dims)
 
     @property
     def prunable(self):

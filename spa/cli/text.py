@@ -89,6 +89,7 @@ def analysis_text(an, verbose=False, width=None) -> str:
     if an.blocked_ops:
         text += "\n\nops without a rule (they block their channels): " + ", ".join(
             f"{op} x{n}" for op, n in an.blocked_ops)
+    text += "".join(f"\nnote: {n}" for n in an.notes)
     return text
 
 

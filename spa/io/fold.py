@@ -192,6 +192,8 @@ def _gather_as_reshape(t, users, va, vbs, shapes) -> bool:
 def _kind(value, static, user, slot):
     """How to replace a partly static value: "reshape" (-1 at its one dynamic entry),
     "mixed" (a Concat of constants and Gathers) or "keep"."""
+    if static.any() and user.op == "Pad" and slot == [1] and value.ndim == 1:
+        return "mixed"  # the Pad rule reads which axes are padded from the constant entries
     if not static.any() or user.op != "Reshape" or slot != [1] or value.ndim != 1:
         return "keep"  # other ops' rules read run-time targets; a Reshape's rewrites constants
     if static.sum() == len(value) - 1 and -1 not in value[static] \

@@ -16,6 +16,7 @@ from ..runtime import random_inputs, run
 from .constants import MAX_ELEMENTS
 from .external import Store, attach, bad_name, bind
 from .fold import fold
+from .sizes import choose
 from .skeleton import skeleton, with_shapes
 G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
 G_LOGGER.colors = False
@@ -26,8 +27,9 @@ class Model:
     """A loaded model: the original proto, its graphsurgeon graph and tensor shapes.
 
     `shapes` maps tensor name to a tuple of dims at the concrete input shapes (dynamic
-    input dims are 1 unless given); a dim ONNX cannot infer is a str or None.
-    `input_shapes` holds concrete shapes for the graph inputs, used to run the model.
+    input dims as given, else sizes the model runs at: spa.io.sizes); a dim ONNX cannot
+    infer is a str or None. `input_shapes` holds concrete shapes for the graph inputs,
+    used to run the model; `sizes_note` says which sizes were chosen, if any were.
     """
 
     proto: onnx.ModelProto
@@ -40,6 +42,7 @@ class Model:
     dynamic: set = field(default_factory=set)  # (tensor, axis) whose size follows a dynamic input dim
     probe_shapes: dict | None = None  # input shapes with non-leading dynamic dims grown by BUMP, where valid
     store: Store | None = None  # external data: lazily mapped, read-only
+    sizes_note: str | None = None  # which sizes dynamic input dims got (spa.io.sizes), when SPA chose them
 
     @property
     def external(self) -> bool:
@@ -128,7 +131,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
     unknown = set(input_shapes) - names
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
-    concrete = concrete_inputs(proto, input_shapes)
+    concrete, note = choose(proto, path or proto, input_shapes, where)
     _check_sizes(concrete, (), where)
     inferred = _infer(proto, concrete, where)
     try:
@@ -149,7 +152,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
         if fold(graph, shapes, others, opset):
             shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items()
                           if n not in shapes and t.shape is not None)
-    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store)
+    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store, note)
 
 
 def _check_opsets(proto, where):

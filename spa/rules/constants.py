@@ -1,4 +1,4 @@
-"""Ops that make constants, and Shape, which reads dims but not values."""
+"""Ops that make constants or value ranges, and Shape, which reads dims but not values."""
 
 from .base import Rule
 from .registry import register
@@ -17,6 +17,21 @@ class Constant(Rule):
             return
         for axis in range(flow.ctx.rank(y) or 0):
             flow.handle(y, axis)
+
+
+@register
+class Range(Rule):
+    """Range(start, limit, delta) makes a vector from three scalars: its one axis is no
+    channel axis of any input, and its length follows values, not channels. Its scalar
+    inputs have no axes to block; a group that reaches its output is refused (the
+    rewrite cannot shorten it), and no channel passes through it."""
+
+    ops = ("Range",)
+
+    def couple(self, node, flow):
+        y = node.outputs[0]
+        for axis in range(flow.ctx.rank(y) or 0):
+            flow.refuse(y, axis, f"Range '{node.name}' makes axis {axis} of '{y.name}' from values")
 
 
 # ops a dims vector may pass through on its way to a shape target, and the input it uses

@@ -82,13 +82,36 @@ class Pad(Rule):
         x, y = node.inputs[0], node.outputs[0]
         ctx = flow.ctx
         rank = ctx.rank(x) or 0
-        pads = node.attrs.get("pads") if ctx.opset < 11 else ctx.ints(node.inputs[1]) if len(node.inputs) > 1 else None
+        pads = node.attrs.get("pads") if ctx.opset < 11 else _entries(ctx, node.inputs[1]) if len(node.inputs) > 1 \
+            else None
         axes = ctx.ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else list(range(rank))
         if pads is None or axes is None or len(pads) != 2 * len(axes):
             return
-        padded = {a % max(rank, 1) for i, a in enumerate(axes) if pads[i] or pads[i + len(axes)]}
+        padded = {a % max(rank, 1) for i, a in enumerate(axes) if pads[i] != 0 or pads[i + len(axes)] != 0}
         for axis in range(rank):
             if axis in padded:
                 flow.refuse(x, axis, f"Pad pads axis {axis}")
             else:
                 flow.identity(x, axis, y, axis)
+
+
+def _entries(ctx, t) -> list | None:
+    """The entries of a 1-D integer vector: ints where known before run time, None where
+    computed (load's folding leaves partly static pads as a Concat of constants and
+    Gathers of the run-time entries); None when even its length is unknown."""
+    v = ctx.ints(t)
+    if v is not None:
+        return v
+    node = t.inputs[0] if len(t.inputs) == 1 else None
+    if node is not None and node.op == "Concat":
+        out = []
+        for part in node.inputs:
+            got = _entries(ctx, part)
+            if got is None:
+                return None
+            out += got
+        return out
+    if node is not None and node.op == "Cast":
+        return _entries(ctx, node.inputs[0])
+    shape = ctx.shape(t)
+    return [None] * shape[0] if shape and len(shape) == 1 and isinstance(shape[0], int) else None

@@ -12,6 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .base import Rule, broadcast, shape_source
+from .recurrent import direction_axis
 from .registry import register
 
 
@@ -50,6 +51,8 @@ def couple_segments(flow, x, y, xs, ys):
             flow.handle(x, a)
     for ax, ay in segments(xs, ys):
         big_x = _fixed_first([a for a in ax if xs[a] != 1], x, flow.ctx)
+        big_x = [a for a in big_x if not direction_axis(flow.ctx, x, a)] + \
+            [a for a in big_x if direction_axis(flow.ctx, x, a)]  # a recurrent op's directions join its hidden axis
         big_y = _after_permute(_fixed_first([b for b in ay if ys[b] != 1], y, flow.ctx), y)
         if flow.ctx.inner and len(big_x) + len(big_y) > 2:
             big_x, big_y = _innermost(big_x, flow, x), _innermost(big_y, flow, y)

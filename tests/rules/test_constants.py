@@ -166,3 +166,32 @@ def test_shape_dynamic_dim_is_read_at_run_time():
     m = sandwich(fn)
     r = check_oracle(m)
     assert producer(r.model, node(r.model, "div").input[1]).op_type == "Cast"
+
+
+def _arange(g, n, dtype=TensorProto.FLOAT):
+    """Cast(Range(0, n, 1)): a 1-D run-time vector of n values."""
+    start, limit, delta = (g.init(g.name(k), np.array(v, np.int64)) for k, v in
+                           [("start", 0), ("limit", n), ("delta", 1)])
+    return g.op("Cast", [g.op("Range", [start, limit, delta])], to=dtype)
+
+
+def test_range_along_width_does_not_block_channels():
+    """conv0 [N, 8, 8, 8] + Cast(Range(0, 8, 1)) broadcast over the width: the channel
+    group passes the Add; Range touches only the width."""
+    m = sandwich(lambda g, x: g.op("Add", [x, _arange(g, 8)]))
+    an = spa.analyze(m)
+    assert "Range" not in dict(an.blocked_ops)
+    gr = group_with(an, "conv0_w[0]")
+    assert gr.prunable, gr.reason
+    r = check_oracle(m)
+    assert shape(r.model, "tail_w")[1] < 8
+
+
+def test_range_along_channels_blocks():
+    """conv0 + Unsqueeze(Cast(Range(0, 8, 1)), [1, 2]) added per channel: Range cannot be
+    assumed to pass channels (its length is a value), so the group is blocked."""
+    def fn(g, x):
+        return g.op("Add", [x, g.op("Unsqueeze", [_arange(g, 8), g.ints("axes", [1, 2])])])
+
+    gr = group_with(spa.analyze(sandwich(fn)), "conv0_w[0]")
+    assert not gr.prunable and "Range" in gr.reason

@@ -138,3 +138,30 @@ def test_pad_opset18_axes_input():
     gr = group_with(spa.analyze(m), "conv0_w[0]")
     assert gr.prunable, gr.reason
     check_oracle(m)
+
+
+def _computed_pads(g, x, multiple=8):
+    """pads = [0, 0, 0, 0, 0, 0, p, p'] computed from the run-time width W of x, padding
+    W up to a multiple of `multiple` (p' = that, p = 1): the TorchScript export of
+    `F.pad(x, (1, (m - W % m) % m))`, a Concat of constants and shape arithmetic."""
+    w = g.op("Gather", [g.op("Shape", [x]), g.ints("i3", [3])], axis=0)
+    m = g.ints("m", [multiple])
+    p = g.op("Mod", [g.op("Sub", [m, g.op("Mod", [w, m])]), m])
+    return g.op("Concat", [g.ints("begins", [0, 0, 0, 1]), g.ints("ends", [0, 0, 0]), p], axis=0)
+
+
+def test_pad_computed_pads_static():
+    """Pads computed from a static shape fold to constants: the channel axis passes."""
+    m = sandwich(lambda g, x: g.op("Pad", [x, _computed_pads(g, x, 5)]))
+    gr = group_with(spa.analyze(m), "conv0_w[0]")
+    assert gr.prunable, gr.reason
+    check_oracle(m)
+
+
+def test_pad_computed_pads_dynamic_width():
+    """Pads that follow the dynamic width stay computed, but their channel entries are
+    zero at every size: the channel axis passes, the width axis does not."""
+    m = sandwich(lambda g, x: g.op("Pad", [x, _computed_pads(g, x, 8)]), spatial=(8, "W"))
+    gr = group_with(spa.analyze(m), "conv0_w[0]")
+    assert gr.prunable, gr.reason
+    check_oracle(m)

@@ -1,0 +1,119 @@
+"""Sizes for dynamic input dims (spa.io.sizes): the smallest the model runs at, its own
+hints first, and one line naming --input-shape when it runs at none."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import spa
+from spa.errors import ModelError
+from spa.io import load
+from spa.runtime import random_inputs, run
+
+
+def _model(nodes, inits, inputs, out, rank, metadata=None):
+    y = helper.make_tensor_value_info(out, TensorProto.FLOAT, [None] * rank)
+    graph = helper.make_graph(nodes, "g", inputs, [y],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for k, v in (metadata or {}).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    return model
+
+
+def strided(n_convs=4, metadata=None):
+    """x [N, 3, H, W] -> n_convs x (Conv k3 s2 pad 0 -> Relu) -> GlobalAveragePool -> y.
+    A 1x1 image fails at the first conv; 32x32 passes four, 64x64 five."""
+    rng = np.random.default_rng(0)
+    nodes, inits, t, cin = [], [], "x", 3
+    for i in range(n_convs):
+        w = numpy_helper.from_array(rng.standard_normal((8, cin, 3, 3)).astype(np.float32), f"w{i}")
+        inits.append(w)
+        nodes += [helper.make_node("Conv", [t, f"w{i}"], [f"c{i}"], name=f"conv{i}", kernel_shape=[3, 3],
+                                   strides=[2, 2]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        t, cin = f"r{i}", 8
+    inits.append(numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "head"))
+    nodes += [helper.make_node("Conv", [t, "head"], ["h"], name="head"),
+              helper.make_node("GlobalAveragePool", ["h"], ["y"], name="gap")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    return _model(nodes, inits, [x], "y", 4, metadata=metadata)
+
+
+def sequence_model():
+    """ids [N, seq] int64 -> Gather(embedding) -> Transpose -> Conv1d k5 (no pad) -> Relu
+    -> Conv1d k1 -> ReduceMean(time) -> y. One token cannot pass a width-5 kernel."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32), "emb"),
+             numpy_helper.from_array(rng.standard_normal((10, 6, 5)).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.standard_normal((4, 10, 1)).astype(np.float32), "w1")]
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+             helper.make_node("Transpose", ["e"], ["et"], name="tr", perm=[0, 2, 1]),
+             helper.make_node("Conv", ["et", "w0"], ["c0"], name="conv0", kernel_shape=[5]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+             helper.make_node("Conv", ["r0", "w1"], ["c1"], name="conv1", kernel_shape=[1]),
+             helper.make_node("ReduceMean", ["c1"], ["y"], name="mean", axes=[2], keepdims=0)]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "seq"])
+    return _model(nodes, inits, [ids], "y", 2)
+
+
+def test_stride_two_stack_runs_at_32():
+    model = strided(4)
+    with pytest.raises(Exception):  # what SPA used to do: every dynamic dim 1
+        run(model, random_inputs(model, {"x": (1, 3, 1, 1)}))
+    m = load(model)
+    assert m.input_shapes == {"x": (1, 3, 32, 32)}
+    assert "x [1, 3, 32, 32]" in m.sizes_note
+    assert m.probe_shapes == {"x": (2, 3, 96, 96)}  # the second verification size grows from the chosen one
+    run(model, random_inputs(model, m.probe_shapes))  # and the original runs there
+
+
+def test_smallest_rung_that_runs():
+    m = load(strided(5))  # 32x32 ends at -1 after five convs: shape inference rules it out
+    assert m.input_shapes == {"x": (1, 3, 64, 64)}
+
+
+def test_prune_says_which_sizes():
+    model = strided(4)
+    r = spa.prune(model, ratio=0.3, round_to=1)
+    assert r.verdict.outputs_match and r.changes
+    assert any("dynamic dims set to x [1, 3, 32, 32]" in n for n in r.notes)
+    assert spa.analyze(model).notes == r.notes[:1]
+
+
+def test_given_shapes_are_kept():
+    m = load(strided(4), {"x": (1, 3, 40, 48)})
+    assert m.input_shapes == {"x": (1, 3, 40, 48)} and m.sizes_note is None
+
+
+def test_metadata_hint_first():
+    m = load(strided(4, metadata={"imgsz": "[64, 96]"}))
+    assert m.input_shapes == {"x": (1, 3, 64, 96)}
+    assert "hint" in m.sizes_note
+
+
+def test_sequence_axis():
+    model = sequence_model()
+    m = load(model)
+    assert m.input_shapes == {"ids": (1, 16)}
+    r = spa.prune(model, ratio=0.3, round_to=1)
+    assert r.verdict.outputs_match and r.changes
+
+
+def test_batch_only_stays_one():
+    model = strided(1)
+    m = load(model)
+    assert m.input_shapes["x"][0] == 1
+
+
+def test_runs_at_none_names_input_shape():
+    """x [1, 3, H, W] flattened and reshaped to a fixed [1, 147]: only 7x7 fits."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")]
+    inits = [numpy_helper.from_array(np.array([1, 147], np.int64), "shape")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])
+    with pytest.raises(ModelError, match="--input-shape") as err:
+        load(_model(nodes, inits, [x], "y", 2))
+    assert "\n" not in str(err.value)
+    assert load(_model(nodes, inits, [x], "y", 2), {"x": (1, 3, 7, 7)}).input_shapes == {"x": (1, 3, 7, 7)}
