@@ -386,8 +386,8 @@ def peers_markdown(rows, targets):
     out = []
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
-        out += [f"\n#### {name}: top-1 agreement with the unpruned model (200 photo views), % "
-                "(MACs removed, SPA's count)\n",
+        out += [(f"\n#### {name}: top-1 agreement with the unpruned model (200 photo views), % "
+                 "(MACs removed, SPA's count)\n"),
                 "| method | " + " | ".join(f"−{t * 100:.0f}% MACs" for t in targets) + " |",
                 "| --- " * (len(targets) + 1) + "|"]
         for method in dict.fromkeys(r["method"] for r in mine):
@@ -430,9 +430,18 @@ def versions():
             out[mod] = f"unavailable ({type(exc).__name__})"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     git = ["git", "-C", root]
-    out["spa"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    if subprocess.run(git + ["status", "--porcelain", "--", "spa"], capture_output=True, text=True).stdout.strip():
+    out["spa"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip()
+    if subprocess.run(git + ["status", "--porcelain", "--", "spa"], capture_output=True, text=True,
+                      check=False).stdout.strip():
         out["spa"] += " (spa/ modified)"
+    out["spa_last_change"] = subprocess.run(git + ["log", "-1", "--format=%h", "--", "spa"], capture_output=True,
+                                            text=True, check=False).stdout.strip()
+    try:  # torch_pruning.__version__ lags the wheel's version
+        from importlib.metadata import version
+        out["torch_pruning"] = version("torch-pruning")
+    except Exception:  # noqa: BLE001
+        pass
     return out
 
 
