@@ -517,6 +517,7 @@ def parse_args(argv=None):
                          "0.2,0.3,0.4,0.5, --models default mobilenetv2,efficientnet_lite0")
     ap.add_argument("--methods", default="spa,onnxsim,tp", help="--peers: which of spa, onnxsim, tp to run")
     ap.add_argument("--json", help="--peers: also write every measured point here (JSON)")
+    ap.add_argument("--report", nargs="+", metavar="JSON", help="print the --peers tables of saved --json files, merged")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "PRUNED"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.models = args.models or ("mobilenetv2,efficientnet_lite0" if args.peers else
@@ -532,6 +533,17 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child:
         resnet50_child(*args.child, args.samples)
+        return
+    if args.report:
+        runs = []
+        for path in args.report:
+            with open(path) as f:
+                runs.append(json.load(f))
+        rows = [r for run_ in runs for r in run_["rows"]]
+        print(peers_markdown(rows, sorted({r.get("target", r["setting"]) for r in rows
+                                           if not r["method"].startswith("onnxsim")})))
+        for path, run_ in zip(args.report, runs):
+            print(f"\n{path}: {json.dumps(run_['versions'])}, wall time {run_['wall_s'] / 60:.1f} min")
         return
     if args.peers:
         import torch
