@@ -212,11 +212,11 @@ def peer_spa(name, exporter, targets, calib_x):
     return rows
 
 
-def peer_onnxsim(name, exporter, targets, calib_x, sparsities=ONNXSIM_SPARSITIES):
+def peer_onnxsim(name, exporter, targets, calib_x, sparsities=ONNXSIM_SPARSITIES, global_sparsity=False):
     """onnxsim.simplify, then onnxsim.pruning.apply_structured_wanda_pruning (‖W_row‖·‖X‖, local
     sparsity per matched chain, its defaults) on the same ONNX file, with the calibration images
     as 8 batches of 32; a sparsity sweep, refined by one secant step between the two points that
-    bracket each MACs target."""
+    bracket each MACs target. `global_sparsity`: its pooled ranking over the eligible chains instead."""
     import onnxsim
     from onnxsim import pruning
     path, _, _, score, _ = image_model(name, exporter)
@@ -226,7 +226,7 @@ def peer_onnxsim(name, exporter, targets, calib_x, sparsities=ONNXSIM_SPARSITIES
     base_macs = macs(base)
     batches = [{"input": calib_x[i:i + 32]} for i in range(0, len(calib_x), 32)]
     points = {}
-    method = "onnxsim structured wanda"
+    method = "onnxsim structured wanda" + (" (global)" if global_sparsity else "")
 
     def at(s):
         s = round(float(s), 4)
@@ -236,7 +236,8 @@ def peer_onnxsim(name, exporter, targets, calib_x, sparsities=ONNXSIM_SPARSITIES
         m.CopyFrom(base)
         t0 = time.perf_counter()
         try:
-            pruned = pruning.apply_structured_wanda_pruning(m, calibration_data=batches, sparsity=s)
+            pruned = pruning.apply_structured_wanda_pruning(m, calibration_data=batches, sparsity=s,
+                                                                global_sparsity=global_sparsity)
             red = 1 - macs(pruned) / base_macs
             row = dict(model=name, method=method, setting=s, macs_reduction=red, agreement=score(pruned),
                        seconds=time.perf_counter() - t0)
@@ -377,6 +378,8 @@ def peers(args):
                 rows += peer_spa(name, exporter, args.target_list, calib_x)
         if "onnxsim" in methods:
             rows += peer_onnxsim(name, "ts", args.target_list, calib_x)
+        if "onnxsim-global" in methods:
+            rows += peer_onnxsim(name, "ts", args.target_list, calib_x, global_sparsity=True)
         if "tp" in methods:
             rows += peer_tp(name, args.target_list, calib_x)
     return rows
@@ -410,9 +413,9 @@ def peers_markdown(rows, targets):
                     flag = "" if c.get("verified", True) else ", NOT verified"
                     cells.append(f"{c['agreement'] * 100:.1f} (−{c['macs_reduction'] * 100:.1f}%{flag})")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
-        sims = sorted([r for r in mine if r["method"].startswith("onnxsim")], key=lambda r: r["setting"])
-        if sims:
-            out += ["", "onnxsim sweep (sparsity: agreement %, −MACs %): " + ", ".join(
+        for method in dict.fromkeys(r["method"] for r in mine if r["method"].startswith("onnxsim")):
+            sims = sorted([r for r in mine if r["method"] == method], key=lambda r: r["setting"])
+            out += ["", f"{method} sweep (sparsity: agreement %, −MACs %): " + ", ".join(
                 f"{r['setting']:g}: " + (f"{r['agreement'] * 100:.1f}, −{r['macs_reduction'] * 100:.1f}"
                                          if "error" not in r else "failed") for r in sims)]
     return "\n".join(out)
@@ -515,7 +518,8 @@ def parse_args(argv=None):
                     help="side by side on the real image models, same calibration data: SPA (defaults with --calib) "
                          "against onnxsim structured Wanda and Torch-Pruning Taylor/Hessian, --targets default "
                          "0.2,0.3,0.4,0.5, --models default mobilenetv2,efficientnet_lite0")
-    ap.add_argument("--methods", default="spa,onnxsim,tp", help="--peers: which of spa, onnxsim, tp to run")
+    ap.add_argument("--methods", default="spa,onnxsim,tp",
+                    help="--peers: which of spa, onnxsim, onnxsim-global, tp to run")
     ap.add_argument("--json", help="--peers: also write every measured point here (JSON)")
     ap.add_argument("--report", nargs="+", metavar="JSON", help="print the --peers tables of saved --json files, merged")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "PRUNED"), help=argparse.SUPPRESS)
