@@ -15,12 +15,13 @@ from .common import Progress, RoundTo, command, common, quiet, run
 from .text import analysis_text, prune_text
 
 
-def block_warning_lines(model, limit=8) -> list:
-    """`analyze` warnings for Convs that miss onnxruntime's NCHWc kernels on this CPU."""
+def block_warning_lines(model, limit=1) -> list:
+    """Warnings for Convs that miss onnxruntime's NCHWc kernels on this CPU: the first
+    `limit` in full, then one line counting the rest (all of them: spa.measure.block_warnings)."""
     warns = block_warnings(model)
     lines = [f"spa: warning: {w.message()}" for w in warns[:limit]]
     if len(warns) > limit:
-        lines.append(f"spa: warning: ... and {len(warns) - limit} more Conv channel counts off the "
+        lines.append(f"spa: warning: ... and {len(warns) - limit} more Conv channel counts off this CPU's "
                      f"{warns[0].block}-channel NCHWc block")
     return lines
 
