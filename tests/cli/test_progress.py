@@ -76,9 +76,14 @@ def test_stage_lines_and_a_bar_on_a_terminal_nothing_but_the_result_with_q(resne
     assert "spa:" not in quiet and "ETA" not in quiet and "wrote" in quiet.strip().splitlines()[-1]
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(args, marker, folder) -> tuple:
     """Run `args`, send SIGINT once stderr shows `marker`; (exit code, stderr)."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+                            preexec_fn=_default_sigint)  # a shell's background job starts with SIGINT ignored
     err = ""
     for line in proc.stderr:
         err += line
