@@ -41,7 +41,7 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
         input_shapes: {name: shape} or ["name:1,3,224,224"] for dynamic inputs.
         exclude: glob patterns of node or tensor names to protect.
     """
-    m = load(model, _shapes(input_shapes))
+    m = load(model, _shapes(input_shapes), must_run=False)  # analysis reads shapes, it runs nothing
     _check_exclude(m, exclude)
     c = couple(m, exclude)
     stats = _stats(m, c.cg.ctx, m.file_size)

@@ -100,7 +100,7 @@ def read_proto(src) -> tuple[onnx.ModelProto, str | None, int, Store]:
     return proto, path, size, store
 
 
-def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
+def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> Model:
     """Load a model from a path or ModelProto.
 
     Args:
@@ -108,6 +108,8 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
         input_shapes: optional {input name: shape} to make dynamic inputs concrete.
         checked: the model passed onnx.checker already (skip it).
         dynamic: find the axes that follow dynamic input dims (Model.dynamic).
+        must_run: a model with dynamic dims that onnxruntime runs at none of the sizes
+            tried is an error (spa.io.sizes); False: it is read at all-ones, with a note.
 
     Returns:
         A Model with shapes inferred for every tensor ONNX can infer.
@@ -131,7 +133,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True) -> Model:
     unknown = set(input_shapes) - names
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
-    concrete, note = choose(proto, path or proto, input_shapes, where)
+    concrete, note = choose(proto, path or proto, input_shapes, where, must_run)
     _check_sizes(concrete, (), where)
     inferred = _infer(proto, concrete, where)
     try:

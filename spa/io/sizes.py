@@ -136,7 +136,7 @@ def _ladder(kind):
     return {"batch": (1,), "sequence": SEQUENCE, "spatial": SPATIAL}[kind]
 
 
-def choose(proto, src, overrides, where) -> tuple:
+def choose(proto, src, overrides, where, must_run=True) -> tuple:
     """Concrete input shapes for the model, and a note saying what was chosen (None when
     nothing needed choosing).
 
@@ -145,6 +145,8 @@ def choose(proto, src, overrides, where) -> tuple:
         src: what onnxruntime runs: the model's path, or the proto.
         overrides: {input: shape} the user gave (--input-shape).
         where: the model's name for messages.
+        must_run: False: a model that runs at none of the candidates gets all-ones dims
+            and a note (analysis reads shapes only) instead of the error.
 
     Returns:
         ({input: shape}, note or None). A model that runs at none of the candidates is a
@@ -165,6 +167,9 @@ def choose(proto, src, overrides, where) -> tuple:
             said = ", ".join(f"{n} {list(s)}" for n, s in shapes.items() if s != dims[n])
             return shapes, f"no --input-shape: dynamic dims set to {said} ({how})"
     tried = "; ".join(", ".join(f"{n} {list(s)}" for n, s in shapes.items() if s != dims[n]) for shapes in tries)
+    if not must_run:
+        return ones, ("no --input-shape: onnxruntime ran none of the sizes tried for the dynamic dims, so they "
+                      "were read as 1; give them with --input-shape NAME:D1,D2,..")
     raise ModelError(f"{where}: onnxruntime runs the model at none of the sizes tried for its dynamic dims "
                      f"({tried}); give them with --input-shape NAME:D1,D2,..")
 

@@ -117,3 +117,5 @@ def test_runs_at_none_names_input_shape():
         load(_model(nodes, inits, [x], "y", 2))
     assert "\n" not in str(err.value)
     assert load(_model(nodes, inits, [x], "y", 2), {"x": (1, 3, 7, 7)}).input_shapes == {"x": (1, 3, 7, 7)}
+    m = load(_model(nodes, inits, [x], "y", 2), must_run=False)  # analysis: read at ones, with a note
+    assert m.input_shapes == {"x": (1, 3, 1, 1)} and "--input-shape" in m.sizes_note
