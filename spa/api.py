@@ -138,8 +138,10 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("score")
     if compensate is None:
         compensate = criterion in ("obspa", "obs")
-    curves = {}
-    if not local and data is not None and sensitivity is not False:
+    curves, skipped = {}, []
+    if not local and data is not None and sensitivity is not False and m.external:
+        skipped.append("measured sensitivity skipped: a model with external data is planned by normalised scores")
+    elif not local and data is not None and sensitivity is not False:
         clock.begin("sensitivity")
         step = None if progress is None else (lambda i, n, name: progress("sensitivity", i, n, name))
         curves = measure_sensitivity(m.proto, c, scores, _stats_or_moments(stats, c), data, compensate, max_ratio,
@@ -157,7 +159,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("plan", then="rewrite")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
-    notes = [m.sizes_note] if m.sizes_note else []
+    notes = ([m.sizes_note] if m.sizes_note else []) + skipped
     if recover and data is None:
         data = _synthetic(m)
     if recover and external:

@@ -3,6 +3,7 @@ the model pruned at that group alone, and a global plan spends its budget where 
 measured error per MACs saved is lowest."""
 
 import numpy as np
+import onnx
 import pytest
 
 import spa
@@ -76,3 +77,14 @@ def test_prune_reports_the_curves_and_the_oracle_holds():
     off = spa.prune(model, target_macs=0.3, criterion="obs", calib=feeds(model, batch=SAMPLES, seed=3),
                     recover=False, sensitivity=False)
     assert not off.sensitivity and "sensitivity" not in off.timings
+
+
+def test_a_model_with_external_data_is_planned_by_scores(tmp_path):
+    model = nets.resnet(0)
+    calib = feeds(model, batch=SAMPLES, seed=3)
+    plain = spa.prune(model, target_macs=0.3, criterion="obs", calib=calib, recover=False, sensitivity=False)
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)  # (moves the proto's tensors out too)
+    r = spa.prune(str(tmp_path / "m.onnx"), target_macs=0.3, criterion="obs", calib=calib, recover=False)
+    assert not r.sensitivity and any("sensitivity skipped" in n for n in r.notes)
+    assert r.sinks == plain.sinks
