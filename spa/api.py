@@ -23,7 +23,7 @@ from .runtime import random_inputs, run_original
 from .recover import recover as refit
 from .score import (Measured, Moments, Releasing, check_criterion, check_reduce, fixed_batch, read_calib, score,
                     statistics, synthetic_inputs)
-from .verify import measure_sensitivity, verify as check_pruned
+from .verify import SENSITIVITY_SAMPLES, measure_sensitivity, verify as check_pruned
 
 EXTERNAL_ABOVE = 2 * 1000 ** 3  # weights over this many bytes are written to an external data file
 OBSPA_MAX_BYTES = 2 ** 31  # weight data up to which the default criterion is obspa
@@ -134,17 +134,19 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     before = _stats(m, c.cg.ctx, m.file_size)
     data = None if calib is None else read_calib(calib, m.proto)
     measure = _fidelity_inputs(m, inputs, data, calib)
-    stats, scores = _score(m, c, criterion, reduce, seed, data)
+    sensing = not local and data is not None and sensitivity is not False and not m.external
+    fit_on, held = _split(data) if sensing else (data, data)
+    stats, scores = _score(m, c, criterion, reduce, seed, fit_on)
     clock.lap("score")
     if compensate is None:
         compensate = criterion in ("obspa", "obs")
     curves, skipped = {}, []
     if not local and data is not None and sensitivity is not False and m.external:
         skipped.append("measured sensitivity skipped: a model with external data is planned by normalised scores")
-    elif not local and data is not None and sensitivity is not False:
+    elif sensing:
         clock.begin("sensitivity")
         step = None if progress is None else (lambda i, n, name: progress("sensitivity", i, n, name))
-        curves = measure_sensitivity(m.proto, c, scores, _stats_or_moments(stats, c), data, compensate, max_ratio,
+        curves = measure_sensitivity(m.proto, c, scores, _stats_or_moments(stats, c), held, compensate, max_ratio,
                                      fixed_batch(m.proto) or 16, step)
         clock.lap("sensitivity")
     clock.begin("plan")
@@ -316,6 +318,17 @@ def _compensate(edited, c, stats, plan) -> tuple:
     main = {gid: ch for gid, ch in plan.items() if gid < len(c.groups)}
     removed = removed_elements(c.groups, main)
     return fold_means(edited, _stats_or_moments(stats, c), removed, keep_map(c.cg, removed))
+
+
+def _split(data) -> tuple:
+    """(samples the statistics are measured on, samples sensitivity is measured on): the last
+    SENSITIVITY_SAMPLES are held out when there are at least twice as many (measured on the
+    samples that fitted the compensation, a wide layer's removal looks free)."""
+    n = len(next(iter(data.values())))
+    if n < 2 * SENSITIVITY_SAMPLES:
+        return data, data
+    return ({k: v[:n - SENSITIVITY_SAMPLES] for k, v in data.items()},
+            {k: v[n - SENSITIVITY_SAMPLES:] for k, v in data.items()})
 
 
 def _stats_or_moments(stats, c):
