@@ -16,7 +16,7 @@ from ..runtime import random_inputs, run
 from .constants import MAX_ELEMENTS
 from .external import Store, attach, bad_name, bind
 from .fold import fold
-from .sizes import choose
+from .sizes import choose, declared, ones
 from .skeleton import skeleton, with_shapes
 G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
 G_LOGGER.colors = False
@@ -185,17 +185,7 @@ def _check_sizes(shapes, consts, where):
 def concrete_inputs(proto, overrides) -> dict:
     """Concrete shapes for graph inputs: `overrides` ({name: shape}), else the declared
     dims with unknown or symbolic ones set to 1."""
-    inits = {t.name for t in proto.graph.initializer}
-    out = {}
-    for vi in proto.graph.input:
-        if vi.name in inits:
-            continue
-        if vi.name in overrides:
-            out[vi.name] = tuple(overrides[vi.name])
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims)
-    return out
+    return ones(declared(proto, overrides))
 
 
 def _make_concrete(model, overrides):

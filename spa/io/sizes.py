@@ -30,6 +30,11 @@ SEQUENCE_WORDS = re.compile(r"seq|len|token|word|step|past|total|decode", re.I)
 SIZE_KEYS = re.compile(r"^(imgsz|img_size|image_size|input_size|input_shape|image_shape|shape|size)$", re.I)
 
 
+def ones(dims) -> dict:
+    """Declared dims with the dynamic ones set to 1 (the shapes read when nothing better runs)."""
+    return {n: tuple(d if isinstance(d, int) else 1 for d in s) for n, s in dims.items()}
+
+
 def declared(proto, overrides) -> dict:
     """Graph inputs (not initializers) -> their declared dims: int when static, else the
     symbolic name or None; inputs in `overrides` are taken as given."""
@@ -154,9 +159,8 @@ def choose(proto, src, overrides, where, must_run=True) -> tuple:
     """
     dims = declared(proto, overrides)
     axes = dynamic_axes(proto, dims)
-    ones = {n: tuple(d if isinstance(d, int) else 1 for d in s) for n, s in dims.items()}
     if all(kind == "batch" for kind, _ in axes.values()):
-        return ones, None
+        return ones(dims), None
     hinted = hints(proto, dims, axes)
     tries = candidates(dims, axes, hinted)
     runner = _Runner(proto, src)
@@ -168,7 +172,7 @@ def choose(proto, src, overrides, where, must_run=True) -> tuple:
             return shapes, f"no --input-shape: dynamic dims set to {said} ({how})"
     tried = "; ".join(", ".join(f"{n} {list(s)}" for n, s in shapes.items() if s != dims[n]) for shapes in tries)
     if not must_run:
-        return ones, ("no --input-shape: onnxruntime ran none of the sizes tried for the dynamic dims, so they "
+        return ones(dims), ("no --input-shape: onnxruntime ran none of the sizes tried for the dynamic dims, so they "
                       "were read as 1; give them with --input-shape NAME:D1,D2,..")
     raise ModelError(f"{where}: onnxruntime runs the model at none of the sizes tried for its dynamic dims "
                      f"({tried}); give them with --input-shape NAME:D1,D2,..")
