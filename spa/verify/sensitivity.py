@@ -61,7 +61,10 @@ def sensitivity(proto, coupling, scores, stats, data, compensate=True, max_ratio
         n = len(order)
         counts = sorted({min(n - 1, max(1, round(f * n))) for f in LEVELS if f <= max_ratio + 1e-9})
         changes = [_change(shared, coupling, stats, {gid: np.sort(order[:k])}, compensate) for k in counts]
-        sess = shared.session_for(set().union(*(v for _, _, v in changes if v is not None)))
+        try:
+            sess = shared.session_for(set().union(*(v for _, _, v in changes if v is not None)))
+        except Exception:  # onnxruntime errors have no common base class: build each masked model instead
+            sess, changes = None, [(sinks, updates, None) for sinks, updates, _ in changes]
         errors = [_error(reference, _run(masked(proto, sinks, updates), feeds, batch) if values is None
                          else _run(sess, feeds, batch, values)) for sinks, updates, values in changes]
         errs = np.maximum.accumulate(np.maximum(errors, 0.0))  # removing more never helps
