@@ -2,8 +2,10 @@
 
 For every group g the fit minimises ||X W - Y||^2 + lam * s_g * ||W - W0||^2, where W0
 holds the current weights and s_g is the mean diagonal of X^T X (so `lam` is unitless).
-Samples whose index is 3 mod 4 are held out to pick `lam` per group; the chosen `lam` is
-then refit on every row. A group keeps W0 when no candidate lowers its held-out error,
+Samples whose index is 3 mod 4 are held out to pick `lam` per group, from GRID and, for a
+group whose best value was the grid's largest or that no value improved yet, up to MORE further powers of ten (a
+classifier fitted from one row per sample wants lam near 10); the chosen `lam` is then
+refit on every row. A group keeps W0 when no candidate lowers its held-out error,
 or when the final fit does not lower its error on all rows.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 GRID = (1.0, 10.0, 100.0, 1000.0)  # multiples of the base ridge tried on held-out rows
+MORE = 3  # times the grid goes on (x10 each) for groups whose best was its largest value
 
 
 class Gram:
@@ -85,11 +88,19 @@ def refit(gram: Gram, w0: np.ndarray, ridge: float):
     if has_held:  # pick lam per group on held-out rows
         best = held_before.copy()
         keep_old[:] = True
-        for mult in GRID:
-            w = _solve(fit_h, fit_c, w0, ridge * mult, np.float32)  # only picks lam: float32 is enough
-            e = errors(gram.hh, gram.ch, gram.yyh, w)
-            better = e < best
-            best[better], lam[better], keep_old[better] = e[better], ridge * mult, False
+        mults = list(GRID) + [GRID[-1] * 10 ** (k + 1) for k in range(MORE)]
+        todo = np.arange(len(h))
+        for i, mult in enumerate(mults):
+            # only picks lam: float32 is enough
+            w = _solve(fit_h[todo], fit_c[todo], w0[todo], ridge * mult, np.float32)
+            e = errors(gram.hh[todo], gram.ch[todo], gram.yyh[todo], w)
+            better = e < best[todo]
+            hit = todo[better]
+            best[hit], lam[hit], keep_old[hit] = e[better], ridge * mult, False
+            if i >= len(GRID) - 1:  # past the grid: go on where the largest value won or none did yet
+                todo = todo[better | keep_old[todo]]
+                if not len(todo):
+                    break
         held_after = best
     w = w0.copy()
     groups = np.flatnonzero(~keep_old)
