@@ -10,13 +10,15 @@ from ..errors import UsageError
 from ..io import parse_input_shapes
 from ..measure import bench as bench_mod
 from ..measure import compare as compare_mod
+from ..measure import explain as explain_mod
 from ..measure import gate as gate_mod
 from ..report import to_json
 from .common import Bar, as_json, batches, command, input_shape, run, samples
 
 
 @command("spa bench model.onnx model.pruned.onnx --batch 1,8 --threads 4",
-         "spa bench model.onnx --device cuda --seconds 10 --json")
+         "spa bench model.onnx --device cuda --seconds 10 --json",
+         "spa bench --explain model.onnx model.pruned.onnx --batch 8 --threads 1")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(bench_mod.DEVICES),
               help="cuda: CUDA execution provider with IOBinding.")
@@ -31,10 +33,13 @@ from .common import Bar, as_json, batches, command, input_shape, run, samples
 @input_shape
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated inputs.")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurement (one child process per model).")
+@click.option("--explain", is_flag=True,
+              help="For two models (original, pruned): where the time went, per op kind, from onnxruntime's "
+                   "profiler (first --batch only).")
 @as_json
 @run
 def bench(models, device, batch, warmup, runs, seconds, threads, opt_level, input_shapes, seed, no_memory,
-          as_json):
+          explain, as_json):
     """Time MODELS in onnxruntime with identical settings; ratios are against the first."""
     if runs is not None and seconds is not None:
         raise UsageError("give --runs or --seconds, not both")
@@ -42,6 +47,10 @@ def bench(models, device, batch, warmup, runs, seconds, threads, opt_level, inpu
                                        runs=50 if runs is None else runs, seconds=seconds, threads=threads,
                                        opt_level=opt_level, input_shapes=parse_input_shapes(input_shapes),
                                        seed=seed, memory=not no_memory)
+    if explain:
+        e = explain_mod.explain(models, settings, runs=20 if runs is None else runs)
+        click.echo(to_json(e.to_dict()) if as_json else explain_mod.explain_text(e))
+        return
     bar = Bar()
     try:
         result = bench_mod.bench(models, settings, progress=bar)

@@ -234,7 +234,7 @@ def session_options(s: BenchSettings) -> ort.SessionOptions:
     return opts
 
 
-def _source(model):
+def model_source(model):
     if isinstance(model, onnx.ModelProto):
         return model.SerializeToString()
     path = os.fspath(model)
@@ -245,7 +245,7 @@ def _source(model):
 
 def make_session(model, s: BenchSettings) -> ort.InferenceSession:
     """An onnxruntime session with the benchmark's options; DeviceError if CUDA is asked for but absent."""
-    src = _source(model)
+    src = model_source(model)
     if s.device == "cpu":
         providers = ["CPUExecutionProvider"]
     else:
@@ -461,7 +461,7 @@ def _round_robin(rs, lat, b, settings, tick, labels):
         k += 1
 
 
-def _name(model, i):
+def model_name(model, i):
     return os.fspath(model) if not isinstance(model, onnx.ModelProto) else f"<model {i + 1}>"
 
 
@@ -481,7 +481,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
     if not models:
         raise UsageError("give at least one model")
     batches = tuple(sorted(set(settings.batches)))
-    names = [_name(m, i) for i, m in enumerate(models)]
+    names = [model_name(m, i) for i, m in enumerate(models)]
     if len(set(names)) != len(names):
         raise UsageError("the same model is given twice")
     n_work = len(models) * len(batches) * (settings.warmup + settings.runs)

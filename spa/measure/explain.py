@@ -1,0 +1,190 @@
+"""`spa bench --explain A B`: why the pruned model is (not) faster, from onnxruntime's profiler.
+
+Both models run under the benchmark's settings with profiling on. Each kernel the
+profiler records is put in a *kind*: its op type, and for Conv whether it is 1x1,
+k x k, grouped or depthwise (read from the kernel's input shapes, so fused and NCHWc
+kernels are classified too). Per kind: time before and after, MACs before and after
+(from the same shapes), and their ratios. The kind whose time shrank least, the kinds
+whose time did not follow their MACs, the top nodes, the Conv channel counts off
+onnxruntime's NCHWc block, and the layout reorders each model runs are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ModelError, UsageError, first_line
+from ..runtime import random_feeds, session
+from .bench import (BenchSettings, block_warnings, check_settings, cpu_block_size, input_specs, model_name,
+                    model_source, session_options)
+
+REORDERS = ("ReorderInput", "ReorderOutput")
+MIN_SHARE = 0.05  # kinds below this share of the original's time are not named (noise)
+SLACK = 1.15  # a kind lags when its time ratio exceeds its MACs ratio by this factor
+
+
+@dataclass(frozen=True)
+class KindTime:
+    kind: str
+    before_ms: float
+    after_ms: float
+    macs_before: int
+    macs_after: int
+    kernels_before: int
+    kernels_after: int
+
+    @property
+    def time_ratio(self) -> float | None:
+        return self.after_ms / self.before_ms if self.before_ms > 0 else None
+
+    @property
+    def macs_ratio(self) -> float | None:
+        return self.macs_after / self.macs_before if self.macs_before > 0 else None
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    name: str
+    kind: str
+    ms: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    models: tuple
+    batch: int
+    runs: int
+    total_ms: tuple  # (before, after): kernel time per run
+    kinds: tuple  # KindTime, by time before, largest first
+    top: tuple  # (top nodes before, top nodes after), NodeTime each
+    shrank_least: str | None  # the kind with MACs (>= MIN_SHARE of the original's time) whose time ratio is highest
+    lagging: tuple  # kinds whose time ratio exceeds SLACK x their MACs ratio
+    reorders: tuple  # (before, after): layout conversion kernels per run
+    off_block: tuple  # messages: pruned Conv channel counts off the NCHWc block
+    block: int | None
+
+    def to_dict(self):
+        d = asdict(self)
+        d["kinds"] = [dict(asdict(k), time_ratio=k.time_ratio, macs_ratio=k.macs_ratio) for k in self.kinds]
+        return d
+
+
+def conv_kind(x_shape, w_shape) -> str:
+    """'Conv depthwise', 'Conv grouped', 'Conv 1x1' or 'Conv kxk' from input and weight shapes."""
+    if len(x_shape) < 3 or len(w_shape) < 3 or not w_shape[1]:
+        return "Conv"
+    group = x_shape[1] // w_shape[1] if x_shape[1] % w_shape[1] == 0 else 1
+    if group > 1:
+        return "Conv depthwise" if w_shape[1] == 1 and w_shape[0] == group else "Conv grouped"
+    return "Conv 1x1" if all(k == 1 for k in w_shape[2:]) else "Conv kxk"
+
+
+def _shapes(args, key):
+    return [next(iter(s.values())) for s in args.get(key, []) if isinstance(s, dict) and s]
+
+
+def kernel_kind_macs(op, args) -> tuple[str, int]:
+    """(kind, MACs) of one profiled kernel."""
+    ins, outs = _shapes(args, "input_type_shape"), _shapes(args, "output_type_shape")
+    out = int(np.prod(outs[0])) if outs else 0
+    if op in ("Conv", "FusedConv", "NchwcConv", "QLinearConv") and len(ins) >= 2 and len(ins[1]) >= 3:
+        x, w = ins[0], ins[1]
+        return conv_kind(x, w), out * int(np.prod(w[1:]))
+    if op in ("MatMul", "Gemm", "FusedMatMul", "FusedGemm") and ins and ins[0]:
+        return op, out * int(ins[0][-1])
+    return op, 0
+
+
+def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]:
+    """({kind: [ms, macs, kernels]}, [(node, kind, ms)] largest first, reorder kernels), per run."""
+    warmup = max(settings.warmup, 1)
+    with tempfile.TemporaryDirectory(prefix="spa-explain-") as tmp:
+        opts = session_options(settings)
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "profile")
+        try:
+            sess = session(model_source(model), opts=opts)
+        except Exception as exc:  # onnxruntime errors have no common base class
+            raise ModelError(f"{model_name(model, 0)}: onnxruntime cannot load it ({first_line(exc, 200)})") from exc
+        feeds = random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed)
+        for _ in range(warmup + runs):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    kernels = kernels[len(kernels) - len(kernels) // (warmup + runs) * runs:]  # the timed runs only
+    kinds, nodes, reorders = {}, {}, 0
+    for e in kernels:
+        op = e["args"].get("op_name", "?")
+        kind, macs = kernel_kind_macs(op, e["args"])
+        ms = e["dur"] / 1000 / runs
+        acc = kinds.setdefault(kind, [0.0, 0.0, 0.0])
+        acc[0] += ms
+        acc[1] += macs / runs
+        acc[2] += 1 / runs
+        name = e["name"][:-len("_kernel_time")]
+        nodes[name] = (kind, nodes.get(name, (kind, 0.0))[1] + ms)
+        reorders += op in REORDERS
+    return kinds, sorted(((n, k, ms) for n, (k, ms) in nodes.items()), key=lambda t: -t[2]), round(reorders / runs)
+
+
+def explain(models, settings: BenchSettings = BenchSettings(), runs: int = 20, top: int = 10) -> Explanation:
+    """Profile two models (original, pruned) on the CPU under the same settings and say where time went."""
+    if len(models) != 2:
+        raise UsageError("--explain compares two models: the original and the pruned one")
+    if settings.device != "cpu":
+        raise UsageError("--explain profiles on the CPU (onnxruntime's profiler); drop --device cuda")
+    check_settings(settings)
+    (ka, na, ra), (kb, nb, rb) = (profile(m, settings, runs) for m in models)
+    kinds = []
+    for kind in sorted(set(ka) | set(kb), key=lambda k: -ka.get(k, [0])[0]):
+        a, b = ka.get(kind, [0.0, 0, 0]), kb.get(kind, [0.0, 0, 0])
+        kinds.append(KindTime(kind, a[0], b[0], int(round(a[1])), int(round(b[1])), int(round(a[2])),
+                              int(round(b[2]))))
+    total = (sum(k.before_ms for k in kinds), sum(k.after_ms for k in kinds))
+    big = [k for k in kinds if k.time_ratio is not None and k.macs_before > 0
+           and k.before_ms >= MIN_SHARE * total[0]]
+    least = max(big, key=lambda k: k.time_ratio).kind if big else None
+    lagging = tuple(k.kind for k in big if k.macs_ratio is not None and k.time_ratio > SLACK * k.macs_ratio)
+    block = cpu_block_size()
+    off = tuple(w.message() for w in block_warnings(models[1], block))
+    tops = tuple(tuple(NodeTime(n, k, ms) for n, k, ms in lst[:top]) for lst in (na, nb))
+    return Explanation(tuple(model_name(m, i) for i, m in enumerate(models)), settings.batches[0], runs, total,
+                       tuple(kinds), tops, least, lagging, (ra, rb), off, block)
+
+
+def explain_text(e: Explanation) -> str:
+    """One screen: per kind before/after, what did not shrink, off-block counts, reorders, top nodes."""
+    a, b = e.total_ms
+    lines = [f"why: {e.models[1]} against {e.models[0]} (batch {e.batch}, {e.runs} profiled runs, CPU kernels)",
+             f"kernel time per run {a:.2f} ms -> {b:.2f} ms (x{b / a:.2f})" if a else "no kernel time recorded",
+             f"{'op kind':18s} {'ms before':>10s} {'ms after':>9s} {'time x':>7s} {'MACs x':>7s} {'share':>6s}"]
+    for k in e.kinds:
+        tr = "-" if k.time_ratio is None else f"{k.time_ratio:.2f}"
+        mr = "-" if k.macs_ratio is None else f"{k.macs_ratio:.2f}"
+        share = k.before_ms / a if a else 0
+        lines.append(f"{k.kind:18s} {k.before_ms:10.3f} {k.after_ms:9.3f} {tr:>7s} {mr:>7s} {share:6.1%}")
+    if e.shrank_least:
+        k = next(k for k in e.kinds if k.kind == e.shrank_least)
+        lines.append(f"shrank least: {k.kind} (time x{k.time_ratio:.2f}, MACs x{k.macs_ratio:.2f})")
+    for kind in e.lagging:
+        k = next(k for k in e.kinds if k.kind == kind)
+        lines.append(f"did not follow its MACs: {kind}: time x{k.time_ratio:.2f} for MACs x{k.macs_ratio:.2f}"
+                     + (" (per-channel work: time scales linearly, and small kernels keep fixed costs)"
+                        if kind == "Conv depthwise" else ""))
+    ra, rb = e.reorders
+    lines.append(f"layout reorders per run: {ra} -> {rb}" + (f" (pruning added {rb - ra})" if rb > ra else ""))
+    if e.off_block:
+        lines.append(f"channel counts off the {e.block}-channel NCHWc block: {len(e.off_block)} "
+                     f"(e.g. {e.off_block[0]})")
+    elif e.block:
+        lines.append(f"every pruned Conv channel count fits the {e.block}-channel NCHWc block")
+    for label, nodes in zip(("before", "after"), e.top):
+        lines.append(f"top {len(nodes)} kernels {label}:")
+        lines += [f"  {n.ms:8.3f} ms  {n.kind:16s} {n.name}" for n in nodes]
+    return "\n".join(lines)
