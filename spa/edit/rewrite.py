@@ -15,6 +15,9 @@ from ..io.external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
 from ..io.quant import dequantize, dq_node, requantize
 
 
+PACKED = ("int4", "uint4")  # two values a byte in ONNX
+
+
 def keep_map(cg: ChannelGraph, removed: dict) -> dict:
     return {(n, a): np.setdiff1d(np.arange(cg.ctx.dim(cg.ctx.tensors[n], a)), gone) for (n, a), gone in removed.items()}
 
@@ -165,6 +168,14 @@ def _materialise(graph, keep=None):
             c.data_location = None
 
 
+def _pack(graph):
+    """Hand 4-bit constants to graphsurgeon as packed protos: it would export them a byte each."""
+    for c in constants(graph):
+        v = c._values
+        if isinstance(v, np.ndarray) and v.dtype.name in PACKED:
+            c.values = LazyValues(onnx.numpy_helper.from_array(v, c.name))
+
+
 def export(model, graph, sink=None) -> onnx.ModelProto:
     """Export with intermediate shapes dropped and re-inferred; keep model metadata.
 
@@ -180,6 +191,7 @@ def export(model, graph, sink=None) -> onnx.ModelProto:
     if sink is not None:
         _to_data_file(graph, sink)
     _materialise(graph, sink.path if sink is not None else None)
+    _pack(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]
     src = model.proto

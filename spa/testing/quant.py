@@ -122,3 +122,50 @@ def float_weights(model: onnx.ModelProto, least=16) -> dict:
             if v.dtype.kind == "f" and v.size >= least:
                 out[node.output[0]] = v.size
     return out
+
+
+def quantized(w, axis=0, dtype=np.int8, zero=False, block=0):
+    """(integers, scale, zero point or None) of float weights `w`: per channel along
+    `axis` (axis None: per tensor; `block`: per block of that many along `axis`),
+    symmetric, or asymmetric with a zero point (`zero`)."""
+    import ml_dtypes
+
+    dt = {"int4": ml_dtypes.int4, "uint4": ml_dtypes.uint4}.get(dtype, dtype)
+    lo, hi = limits(dt)
+    if axis is None:
+        span = np.abs(w).max(keepdims=True).reshape(())
+        lo_v, hi_v = w.min(), w.max()
+    else:
+        moved = np.moveaxis(w, axis, 0)
+        if block:
+            moved = moved.reshape(moved.shape[0] // block, block, *moved.shape[1:])
+        lo_v, hi_v = moved.min(axis=1 if block else tuple(range(1, moved.ndim))), \
+            moved.max(axis=1 if block else tuple(range(1, moved.ndim)))
+        span = np.maximum(np.abs(lo_v), np.abs(hi_v))
+        if block:
+            span, lo_v, hi_v = (np.moveaxis(v, 0, axis) for v in (span, lo_v, hi_v))
+    if zero:
+        scale = ((hi_v - lo_v) / (hi - lo)).astype(np.float32)
+        zp = np.clip(np.rint(lo - lo_v / scale), lo, hi)
+    else:
+        scale = (span / min(hi, -lo if lo < 0 else hi)).astype(np.float32)
+        zp = None
+    full = np.repeat(scale, block, axis=axis) if block else (scale if axis is None else np.expand_dims(
+        scale, tuple(a for a in range(w.ndim) if a != axis)))
+    zfull = 0 if zp is None else (np.repeat(zp, block, axis=axis) if block else (zp if axis is None else np.expand_dims(
+        zp, tuple(a for a in range(w.ndim) if a != axis))))
+    q = np.clip(np.rint(w / full) + zfull, lo, hi).astype(np.int64).astype(dt)
+    return q, scale, None if zp is None else zp.astype(np.int64).astype(dt)
+
+
+def qweight(g, name, w, axis=0, dtype=np.int8, zero=False, block=0):
+    """Store `w` quantized in graph builder `g` (spa.testing.graphs.Graph) and return the
+    output of its DequantizeLinear: `name`_q, `name`_scale, `name`_zp, node `name`_dq."""
+    q, scale, zp = quantized(w, axis, dtype, zero, block)
+    ins = [g.init(f"{name}_q", q), g.init(f"{name}_scale", scale)]
+    if zp is not None:
+        ins.append(g.init(f"{name}_zp", zp))
+    attrs = {} if axis is None else {"axis": axis}
+    if block:
+        attrs["block_size"] = block
+    return g.op("DequantizeLinear", ins, name=f"{name}_dq", **attrs)
