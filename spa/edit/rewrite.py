@@ -12,7 +12,8 @@ from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 from ..graph import ChannelGraph
 from ..io import const_value, infer, with_shapes
 from ..io.external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
-from ..io.quant import dequantize, dq_node, requantize
+from ..io.qop import lower
+from ..io.quant import FIXED, dequantize, dq_node, requantize
 
 
 PACKED = ("int4", "uint4")  # two values a byte in ONNX
@@ -100,7 +101,7 @@ def _coupled_biases(t, dq):
     """The quantized biases of the layers that read weight `t`, or None when its scale
     may not change (shared with another node, or a bias that cannot follow it)."""
     scale = dq.inputs[1]
-    if len(scale.outputs) != 1:
+    if len(scale.outputs) != 1 or scale.name.endswith(FIXED):
         return None
     n, out = const_value(scale).size, []
     for user in t.outputs:
@@ -191,6 +192,8 @@ def export(model, graph, sink=None) -> onnx.ModelProto:
     if sink is not None:
         _to_data_file(graph, sink)
     _materialise(graph, sink.path if sink is not None else None)
+    if model.lifted:
+        lower(graph)
     _pack(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]

@@ -14,6 +14,7 @@ import onnx_graphsurgeon as gs
 from .constants import const_value
 
 DQ_OPS = ("DequantizeLinear",)
+FIXED = "__spa_fixed"  # ends the name of a scale that must stay as it is (spa.io.qop: integer ops)
 DQ_DOMAINS = ("", "ai.onnx", "com.microsoft")
 
 
@@ -137,7 +138,7 @@ def quantized_bias(graph, node, value, kept=None):
     w, x = dq_node(node.inputs[1]), node.inputs[0]
     xq = x.inputs[0] if len(x.inputs) == 1 and x.inputs[0].op == "DequantizeLinear" else None
     xs = const_value(xq.inputs[1]) if xq is not None else None
-    if w is None or xs is None or xs.size != 1:
+    if w is None or xs is None or xs.size != 1 or w.inputs[1].name.endswith(FIXED):
         return None
     ws = np.asarray(parts(w)[1]).reshape(-1)
     if ws.size != 1:

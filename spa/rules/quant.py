@@ -65,3 +65,16 @@ class QuantizeDequantize(Rule):
 
     def couple(self, node, flow):
         couple_quant(node, flow, node.inputs[0], node.outputs[0], node.inputs[1:3])
+
+
+@register
+class DynamicQuantize(Rule):
+    """DynamicQuantizeLinear: every axis of x passes to y; its scale and zero point are
+    scalars computed at run time."""
+
+    ops = ("DynamicQuantizeLinear",)
+
+    def couple(self, node, flow):
+        x, y = node.inputs[0], node.outputs[0]
+        for axis in range(flow.ctx.rank(x) or 0):
+            flow.identity(x, axis, y, axis)
