@@ -128,7 +128,7 @@ def _lift(node, inits, opset):
     if out_ins == []:  # the op itself ends the form
         made.append(helper.make_node(CORE[op], core_ins, [y], name=last, **attrs))
         return made, new
-    made.append(helper.make_node(CORE[op], core_ins, [core_out], name=f"{n}__spa_core", **attrs))
+    made.append(helper.make_node(CORE[op], core_ins, [core_out], name=n, **attrs))  # analyze shows its name
     if out_ins is None:
         made.append(helper.make_node("Cast", [core_out], [y], name=last, to=TensorProto.INT32))
     else:
