@@ -10,9 +10,10 @@ onnxruntime's quantize_static on a few random calibration batches, then:
   (spa.masked on the dequantized graph) next to the unpruned model's own quantization
   noise (quantized vs dequantized), both as RMS over the output's RMS;
 - onnxsim's structured pruning for that format at sparsity --ratio: MACs reduction and
-  fidelity, and SPA at onnxsim's MACs reduction (--target-macs) for a matched comparison.
+  fidelity, and SPA at onnxsim's MACs reduction (--target-macs) for a matched comparison;
+- with --float, SPA on the float export alone, for reference.
 
-    python tools/quant_bench.py --models resnet18,mobilenetv2,vit_b16 --formats qdq,qop
+    python tools/quant_bench.py --models resnet18,mobilenetv2,vit_b16 --formats qdq,qop --float
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ def bench(name, fmt, args):
         pruned = first(run(r.model, x))
         row.update(spa_macs=r.macs_reduction, spa_cos=cosine(pruned, original),
                    spa_quantized=not (set(float_weights(r.model)) - set(float_weights(q))))
+        if args.float and fmt == "qdq":  # the float export pruned alone, for reference
+            f = onnx.load(exported(name, args.folder))
+            xf = {k: v for k, v in x.items()}
+            rf = spa.prune(f, ratio=args.ratio, seed=0)
+            row["float_macs"] = rf.macs_reduction
+            row["float_cos"] = cosine(first(run(rf.model, xf)), first(run(f, xf)))
         if fmt == "qdq":
             floats = dequantized(q)
             same_way = first(run(spa.masked(floats, r.sinks, r.updates), x))
@@ -117,6 +124,7 @@ def cell(v):
 
 
 COLUMNS = ("model", "format", "spa_macs", "spa_cos", "spa_quantized", "vs_float_same_way", "noise", "spa_s",
+           "float_macs", "float_cos",
            "sim_macs", "sim_cos", "sim_quantized", "spa_matched_macs", "spa_matched_cos", "sim_note", "spa")
 
 
@@ -128,6 +136,7 @@ def main(argv=None):
     p.add_argument("--calib", type=int, default=4, help="random calibration batches")
     p.add_argument("--batch", type=int, default=4, help="inputs the fidelity is measured on")
     p.add_argument("--folder", default="build/quant_bench")
+    p.add_argument("--float", action="store_true", help="also prune the float export (QDQ rows)")
     args = p.parse_args(argv)
     os.makedirs(args.folder, exist_ok=True)
     print("| " + " | ".join(COLUMNS) + " |")
