@@ -12,7 +12,7 @@ import spa
 from spa.edit import export
 from spa.io import load
 from spa.runtime import run
-from spa.testing.graphs import Graph
+from spa.testing.graphs import Graph, sandwich
 from spa.testing.nets import densenet, mobilenetv2, resnet, se_net
 from spa.testing.oracle import assert_oracle, feeds
 from spa.testing.quant import float_weights, quantize
@@ -70,3 +70,15 @@ def test_dynamically_quantized_model(net):
     assert_oracle(q, r, rtol=0, atol=0.02)
     assert ops(r.model) == ops(q)
     assert set(float_weights(r.model)) <= set(float_weights(q))
+
+
+def test_qlinear_leaky_relu_and_average_pool():
+    """conv0 -> QLinearLeakyRelu -> QLinearAveragePool -> tail: conv0's channels pass both."""
+    def fn(g, x):
+        return g.op("AveragePool", [g.op("LeakyRelu", [x], alpha=0.1)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+
+    q = quantize(sandwich(fn), "qop")
+    assert {"QLinearLeakyRelu", "QLinearAveragePool"} <= set(ops(q))
+    r = spa.prune(q, ratio=0.3, seed=0, round_to=1)
+    assert_oracle(q, r)
+    assert ops(r.model) == ops(q) and {c.before for c in r.changes} == {8, 6}
