@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -31,9 +30,7 @@ from spa.errors import SpaError, first_line
 from spa.runtime import run
 from spa.testing.oracle import feeds
 from spa.testing.quant import dequantized, float_weights, quantize
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from models_torch import exported  # noqa: E402  (a sibling: tools/ is the script's folder)
+from models_torch import exported  # a sibling: tools/ is the script's folder
 
 
 def cosine(a, b):

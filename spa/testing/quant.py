@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import tempfile
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from spa.io import const_value
 from spa.io.quant import dequantize, dq_node, limits
@@ -37,8 +39,6 @@ def quantize(model: onnx.ModelProto, fmt="qdq", per_channel=True, batches=4, bat
     """The model quantized by onnxruntime: fmt "qdq" or "qop" (QOperator: QLinearConv...)
     with static calibration on `batches` seeded random batches, or "dynamic"
     (quantize_dynamic: MatMulInteger / ConvInteger with DynamicQuantizeLinear)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "quant.onnx")
@@ -128,8 +128,6 @@ def quantized(w, axis=0, dtype=np.int8, zero=False, block=0):
     """(integers, scale, zero point or None) of float weights `w`: per channel along
     `axis` (axis None: per tensor; `block`: per block of that many along `axis`),
     symmetric, or asymmetric with a zero point (`zero`)."""
-    import ml_dtypes
-
     dt = {"int4": ml_dtypes.int4, "uint4": ml_dtypes.uint4}.get(dtype, dtype)
     lo, hi = limits(dt)
     if axis is None:
