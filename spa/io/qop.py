@@ -1,7 +1,8 @@
 """QOperator models: lifted to QDQ on load, lowered back on export.
 
 A QLinearConv (QLinearMatMul, QGemm, QLinearAdd, QLinearMul, QLinearConcat,
-QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu) is the float op between DequantizeLinear of each input and a
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu,
+QLinearSoftmax) is the float op between DequantizeLinear of each input and a
 QuantizeLinear of its output; ConvInteger and MatMulInteger are the float op over
 inputs dequantized with scale 1, then a Cast to int32. `lift` rewrites a model's nodes
 that way, so the rules, scores, compensation and requantization of QDQ models apply
@@ -23,11 +24,13 @@ MARK = "__spa_lift__"
 MS = "com.microsoft"
 LIFTED = {("", "QLinearConv"), ("", "QLinearMatMul"), ("", "ConvInteger"), ("", "MatMulInteger"), (MS, "QGemm"),
           (MS, "QLinearAdd"), (MS, "QLinearMul"), (MS, "QLinearConcat"), (MS, "QLinearGlobalAveragePool"),
-          (MS, "QLinearAveragePool"), (MS, "QLinearSigmoid"), (MS, "QLinearLeakyRelu")}
-UNARY = {"QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu"}  # X, xs, xz, ys, yz
+          (MS, "QLinearAveragePool"), (MS, "QLinearSigmoid"), (MS, "QLinearLeakyRelu"), (MS, "QLinearSoftmax")}
+UNARY = {"QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
+         "QLinearSoftmax"}  # X, xs, xz, ys, yz
 CORE = {"QLinearConv": "Conv", "QGemm": "Gemm", "QLinearMatMul": "MatMul", "QLinearAdd": "Add", "QLinearMul": "Mul",
         "QLinearConcat": "Concat", "QLinearGlobalAveragePool": "GlobalAveragePool", "ConvInteger": "Conv",
         "QLinearAveragePool": "AveragePool", "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu",
+        "QLinearSoftmax": "Softmax",
         "MatMulInteger": "MatMul"}
 
 
@@ -109,8 +112,8 @@ def _lift(node, inits, opset):
             core_ins = [dq(ins[k], ins[k + 1], ins[k + 2], f"in{k}") for k in range(2, len(ins), 3)]
             out_ins = [ins[0], ins[1]]
         elif op in UNARY:
-            if attrs.pop("channels_last", 0):
-                return None
+            if attrs.pop("channels_last", 0) or (op == "QLinearSoftmax" and (attrs.pop("opset") >= 13) != (opset >= 13)):
+                return None  # NHWC, or a Softmax whose axis means what the model's opset would not
             core_ins = [dq(ins[0], ins[1], ins[2], "x")]
             out_ins = [ins[3], ins[4]]
         else:  # ConvInteger, MatMulInteger: scale 1, integers in float
@@ -166,6 +169,8 @@ def lower(graph: gs.Graph) -> int:
             ins = trip[0] + list(last.inputs[1:3])
             if "Pool" in op:
                 attrs["channels_last"] = 0
+            if op == "QLinearSoftmax":
+                attrs["opset"] = 13 if graph.opset >= 13 else graph.opset
         else:
             ins = trip[0] + trip[1] + list(last.inputs[1:3])
             if op == "QLinearConv" and len(trip) > 2:

@@ -82,3 +82,14 @@ def test_qlinear_leaky_relu_and_average_pool():
     r = spa.prune(q, ratio=0.3, seed=0, round_to=1)
     assert_oracle(q, r)
     assert ops(r.model) == ops(q) and {c.before for c in r.changes} == {8, 6}
+
+
+def test_qlinear_softmax_over_another_axis_passes_channels():
+    """x [N, 4, 16] -> QLinearMatMul(24) -> QLinearSoftmax(axis 1) -> QLinearMatMul(10)"""
+    g = Graph(0)
+    h = g.op("Softmax", [g.op("MatMul", ["x", g.w("w1", 16, 24)])], axis=1)
+    q = quantize(g.model({"x": ["N", 4, 16]}, [g.op("MatMul", [h, g.w("w2", 24, 10)])]), "qop")
+    assert "QLinearSoftmax" in ops(q)
+    r = spa.prune(q, ratio=0.3, seed=0)
+    assert_oracle(q, r)
+    assert ops(r.model) == ops(q) and [(c.before, c.after) for c in r.changes] == [(24, 16)]
