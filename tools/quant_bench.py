@@ -6,8 +6,8 @@ onnxruntime's quantize_static on a few random calibration batches, then:
 
 - SPA at --ratio: MACs reduction, fidelity to the unpruned quantized model (cosine of
   the outputs on 8 seeded inputs), whether it stays quantized (no new float weight),
-  and, for QDQ, how far it is from the float-equivalent model pruned the same way
-  (spa.masked on the dequantized graph) next to the unpruned model's own quantization
+  and how far it is from the float-equivalent model pruned the same way (spa.masked on
+  the dequantized graph; of a QOperator model, of its QDQ form: spa.io.qop) next to the unpruned model's own quantization
   noise (quantized vs dequantized), both as RMS over the output's RMS;
 - onnxsim's structured pruning for that format at sparsity --ratio: MACs reduction and
   fidelity, and SPA at onnxsim's MACs reduction (--target-macs) for a matched comparison;
@@ -27,6 +27,7 @@ import onnx
 
 import spa
 from spa.errors import SpaError, first_line
+from spa.io.qop import lift
 from spa.runtime import run
 from spa.testing.oracle import feeds
 from spa.testing.quant import dequantized, float_weights, quantize
@@ -89,8 +90,8 @@ def bench(name, fmt, args):
             rf = spa.prune(f, ratio=args.ratio, seed=0)
             row["float_macs"] = rf.macs_reduction
             row["float_cos"] = cosine(first(run(rf.model, xf)), first(run(f, xf)))
-        if fmt == "qdq":
-            floats = dequantized(q)
+        if fmt in ("qdq", "qop"):  # a QOperator model's float equivalent: of its QDQ form
+            floats = dequantized(lift(q)[0])
             same_way = first(run(spa.masked(floats, r.sinks, r.updates), x))
             row["vs_float_same_way"] = rel_rms(pruned, same_way)
             row["noise"] = rel_rms(original, first(run(floats, x)))
