@@ -64,6 +64,46 @@ class ResNet50(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+# -- ResNet-18 --------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, cin, width, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(ResNet50):
+    """torchvision's resnet18 layout: two BasicBlocks per stage."""
+
+    def __init__(self, num_classes=1000):
+        nn.Module.__init__(self)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.cin = 64
+        self.layer1, self.layer2 = self._basic(64, 1), self._basic(128, 2)
+        self.layer3, self.layer4 = self._basic(256, 2), self._basic(512, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def _basic(self, width, stride):
+        down = None
+        if stride != 1 or self.cin != width:
+            down = nn.Sequential(nn.Conv2d(self.cin, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+        layers = [BasicBlock(self.cin, width, stride, down), BasicBlock(width, width)]
+        self.cin = width
+        return nn.Sequential(*layers)
+
+
 # -- MobileNetV2 ------------------------------------------------------------------------------
 class ConvBNReLU(nn.Sequential):
     def __init__(self, cin, cout, k=3, stride=1, groups=1):
@@ -205,10 +245,10 @@ def example_inputs(name, batch=1, seq=128):
     return (torch.randn(batch, 3, 224, 224),)
 
 
-MODELS = {"resnet50": ResNet50, "mobilenetv2": MobileNetV2, "vit_b16": ViT, "minilm": MiniLM}
+MODELS = {"resnet18": ResNet18, "resnet50": ResNet50, "mobilenetv2": MobileNetV2, "vit_b16": ViT, "minilm": MiniLM}
 INPUT_NAMES = {"minilm": ["input_ids", "attention_mask"]}
 # Torch-Pruning must leave these alone so the output keeps its width.
-HEADS = {"resnet50": "fc", "mobilenetv2": "classifier.1", "vit_b16": "head", "minilm": "pooler"}
+HEADS = {"resnet18": "fc", "resnet50": "fc", "mobilenetv2": "classifier.1", "vit_b16": "head", "minilm": "pooler"}
 
 
 def build(name, seed=0):

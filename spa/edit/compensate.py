@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..io.quant import dq_node, past_fake_quant, quantized_bias
 from ..rules import data_axis
 from ..score import consumer_of
 from .rewrite import write_const
@@ -111,11 +112,11 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         shift = mean_shift(node, w, idx, mean)
         if node.op == "Gemm":
             shift = shift / float(node.attrs.get("beta", 1.0))
-        if np.any(shift) and apply_shift(ctx, node, shift, keep):
-            updates.append(Update("bias", node.outputs[0].name, shift))
-        if delta is not None and np.any(delta):
+        if delta is not None and np.any(delta):  # before the bias, as spa.masked replays them
             stored = add_weight(ctx, t, node, delta)
             updates.append(Update("weight", name, stored))
+        if np.any(shift) and apply_shift(ctx, node, shift, keep):
+            updates.append(Update("bias", node.outputs[0].name, shift))
         bn = following_batchnorm(node)
         if bn is not None and node.op == "Conv":
             factor = kept_variance(w, w if delta is None else w + delta, idx, var if delta is None else cov)
@@ -176,9 +177,11 @@ def kept_variance(w, w2, idx, spread):
 
 
 def following_batchnorm(node):
-    """The BatchNormalization reading the node's output, when it is the only reader."""
-    users = node.outputs[0].outputs
-    if len(users) == 1 and users[0].op == "BatchNormalization" and users[0].inputs[0] is node.outputs[0] \
+    """The BatchNormalization reading the node's output (after a fake-quantizing
+    QuantizeLinear -> DequantizeLinear pair, if any), when it is the only reader."""
+    y = past_fake_quant(node.outputs[0])
+    users = y.outputs
+    if len(users) == 1 and users[0].op == "BatchNormalization" and users[0].inputs[0] is y \
             and len(users[0].inputs) >= 5:
         return users[0]
     return None
@@ -205,9 +208,14 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
     y = node.outputs[0]
     kept = (keep or {}).get((y.name, 1))
     value = (shift if kept is None else shift[kept]).astype(np.float32)
+    bias = gs.Constant(f"{node.name}_spa_bias", value)
+    if dq_node(node.inputs[1]) is not None:  # a quantized layer gets a quantized bias, or none
+        bias = quantized_bias(ctx.model.graph, node, value, kept)
+        if bias is None:
+            return False
     while len(holder.inputs) < slot:
         holder.inputs.append(gs.Variable.empty())
-    holder.inputs.append(gs.Constant(f"{node.name}_spa_bias", value))
+    holder.inputs.append(bias)
     return True
 
 

@@ -10,8 +10,13 @@ from onnx import TensorProto
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from ..graph import ChannelGraph
-from ..io import infer, with_shapes
+from ..io import const_value, infer, with_shapes
 from ..io.external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
+from ..io.qop import lower
+from ..io.quant import FIXED, dequantize, dq_node, requantize
+
+
+PACKED = ("int4", "uint4")  # two values a byte in ONNX
 
 
 def keep_map(cg: ChannelGraph, removed: dict) -> dict:
@@ -33,19 +38,30 @@ def apply(cg: ChannelGraph, keep: dict, sink=None) -> onnx.ModelProto:
         if rule is not None and any(t.name in changed for t in list(node.inputs) + list(node.outputs)):
             rule.shrink(node, ctx, keep)
     axes: dict = {}
+    dequantized = []  # a quantized weight's integers, scale and zero point are cut instead
     for (name, axis), idx in keep.items():
-        if ctx.const(ctx.tensors[name]) is not None:
+        t = ctx.tensors[name]
+        if dq_node(t) is not None:
+            dequantized.append(t)
+        elif ctx.const(t) is not None:
             axes.setdefault(name, []).append((axis, idx))
     for name, cuts in axes.items():
         value = ctx.const(ctx.tensors[name])
         for axis, idx in cuts:
             value = np.take(value, idx, axis=axis)
         write_const(ctx, ctx.tensors[name], value, sink)
+    for t in dequantized:
+        ctx.remember(t, dequantize(dq_node(t)))
     return export(cg.model, graph, sink)
 
 
 def write_const(ctx, t, value, sink=None):
-    """Store a new value for a parameter wherever it comes from (`sink`: see apply)."""
+    """Store a new value for a parameter wherever it comes from (`sink`: see apply); a
+    quantized weight (spa.io.quant) stores it requantized with its own scheme."""
+    dq = dq_node(t)
+    if dq is not None:
+        _write_quantized(ctx, t, dq, value, sink)
+        return
     ctx.remember(t, value)
     if isinstance(t, gs.Constant):
         _store(ctx.model, t, value, sink)
@@ -60,6 +76,45 @@ def write_const(ctx, t, value, sink=None):
         node.op, node.inputs = "Constant", []
     node.attrs.clear()
     node.attrs["value"] = gs.Constant(f"{t.name}_value", np.ascontiguousarray(value))
+
+
+def _write_quantized(ctx, t, dq, value, sink):
+    """Requantize a new value of weight `t` into its integers. A channel whose values no
+    longer fit gets a larger scale, where the scale is the weight's own and the int32
+    bias of each layer reading it can follow (its scale is input scale x weight scale,
+    which a QLinear fusion relies on); elsewhere the values saturate."""
+    biases = _coupled_biases(t, dq)
+    q, scale = requantize(dq, value, grow=biases is not None)
+    if scale is not None:
+        ratio = (scale.astype(np.float64) / const_value(dq.inputs[1])).reshape(-1)
+        for b in biases:
+            bias_dq, current = dq_node(b), ctx.const(b)
+            old = const_value(bias_dq.inputs[1])
+            write_const(ctx, bias_dq.inputs[1], (old.reshape(-1) * ratio).astype(old.dtype).reshape(old.shape), sink)
+            write_const(ctx, b, current, sink)
+        write_const(ctx, dq.inputs[1], scale, sink)
+    write_const(ctx, dq.inputs[0], q, sink)
+    ctx.remember(t, dequantize(dq))
+
+
+def _coupled_biases(t, dq):
+    """The quantized biases of the layers that read weight `t`, or None when its scale
+    may not change (shared with another node, or a bias that cannot follow it)."""
+    scale = dq.inputs[1]
+    if len(scale.outputs) != 1 or scale.name.endswith(FIXED):
+        return None
+    n, out = const_value(scale).size, []
+    for user in t.outputs:
+        if user.op not in ("Conv", "Gemm") or user.inputs[1] is not t or len(user.inputs) < 3:
+            continue
+        bias_dq = dq_node(user.inputs[2])
+        if bias_dq is None:
+            continue
+        bias_scale = bias_dq.inputs[1]
+        if len(bias_scale.outputs) != 1 or (n != 1 and const_value(bias_scale).size != n):
+            return None
+        out.append(user.inputs[2])
+    return out
 
 
 def _store(model, t, value, sink):
@@ -114,6 +169,14 @@ def _materialise(graph, keep=None):
             c.data_location = None
 
 
+def _pack(graph):
+    """Hand 4-bit constants to graphsurgeon as packed protos: it would export them a byte each."""
+    for c in constants(graph):
+        v = c._values
+        if isinstance(v, np.ndarray) and v.dtype.name in PACKED:
+            c.values = LazyValues(onnx.numpy_helper.from_array(v, c.name))
+
+
 def export(model, graph, sink=None) -> onnx.ModelProto:
     """Export with intermediate shapes dropped and re-inferred; keep model metadata.
 
@@ -129,6 +192,9 @@ def export(model, graph, sink=None) -> onnx.ModelProto:
     if sink is not None:
         _to_data_file(graph, sink)
     _materialise(graph, sink.path if sink is not None else None)
+    if model.lifted:
+        lower(graph)
+    _pack(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]
     src = model.proto

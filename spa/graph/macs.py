@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..io.quant import dq_node
 from ..rules import rule_for, volume
 
 
@@ -19,7 +20,8 @@ def total_macs(nodes, ctx) -> int:
 
 
 def param_count(graph, ctx) -> int:
-    """Elements of every floating-point constant: initializers, Constant nodes, fills."""
+    """Elements of every floating-point constant (initializers, Constant nodes, fills) and
+    of every quantized weight (a DequantizeLinear of constants)."""
     total = 0
     for t in graph.tensors().values():
         shape = ctx.shape(t)
@@ -30,6 +32,8 @@ def param_count(graph, ctx) -> int:
 
 
 def _is_param(t, ctx):
+    if dq_node(t) is not None:  # a quantized weight counts once, as its float value
+        return True
     if isinstance(t, gs.Constant):
         return np.dtype(t.dtype).kind == "f" if t.dtype is not None else False
     if len(t.inputs) == 1 and t.inputs[0].op in ("Constant", "ConstantOfShape"):

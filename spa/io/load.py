@@ -16,6 +16,7 @@ from ..runtime import random_inputs, run
 from .constants import MAX_ELEMENTS
 from .external import Store, attach, bad_name, bind
 from .fold import fold
+from .qop import lift
 from .sizes import choose, declared, ones
 from .skeleton import skeleton, with_shapes
 G_LOGGER.severity = G_LOGGER.CRITICAL + 10  # graphsurgeon prints to stdout; its errors still raise
@@ -43,6 +44,7 @@ class Model:
     probe_shapes: dict | None = None  # input shapes with non-leading dynamic dims grown by BUMP, where valid
     store: Store | None = None  # external data: lazily mapped, read-only
     sizes_note: str | None = None  # which sizes dynamic input dims got (spa.io.sizes), when SPA chose them
+    lifted: bool = False  # QOperator nodes were lifted to QDQ (spa.io.qop); export lowers them again
 
     @property
     def external(self) -> bool:
@@ -129,6 +131,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
             raise ModelError(f"{where}: a weightless zoo model (its weights were stripped); fill them first: "
                              f"python tools/zoo_format.py fill {where} filled.onnx") from exc
         raise ModelError(f"{where}: invalid ONNX model ({first_line(exc, 200)})") from exc
+    proto, lifted = lift(proto)
     names = {i.name for i in proto.graph.input}
     unknown = set(input_shapes) - names
     if unknown:
@@ -154,7 +157,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
         if fold(graph, shapes, others, opset):
             shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items()
                           if n not in shapes and t.shape is not None)
-    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store, note)
+    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store, note, lifted)
 
 
 def _check_opsets(proto, where):

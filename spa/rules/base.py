@@ -11,7 +11,7 @@ Adding an op (the checklist):
    for the op type(s) with @register; a new family file also goes into FAMILIES in
    rules/__init__.py (tests/rules/test_registry.py fails otherwise).
 2. `couple`: link each axis that carries channels with Flow.identity / offset / block /
-   pairs; mark weight axes with Flow.param(t, axis, "in" | "out" | "elem" | "stat"); leave
+   pairs; mark weight axes with Flow.param(t, axis, "in" | "out" | "elem" | "stat" | "quant"); leave
    an axis unhandled, or Flow.refuse it with a reason, when channels cannot pass.
 3. `shrink`: update attributes and shape constants from `keep` (parameters are sliced for you).
 4. Ops with multiply-accumulates: `macs`; ops whose weight the statistics read: `data_axis`.
@@ -25,10 +25,13 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..io import Model, const_value
+from ..io.quant import dequantize, dq_node
 
 # Roles of parameter spaces: "in" is contracted away (a consumer's input slice),
-# "out" produces the channel, "elem" acts per channel, "stat" is a running statistic.
-ROLES = ("in", "out", "elem", "stat")
+# "out" produces the channel, "elem" acts per channel, "stat" is a running statistic,
+# "quant" is the stored form of a quantized weight (integers, scale, zero point): sliced
+# with the weight, never scored (scores read the dequantized value).
+ROLES = ("in", "out", "elem", "stat", "quant")
 
 
 class Ctx:
@@ -67,10 +70,14 @@ class Ctx:
         return s[axis]
 
     def const(self, t) -> np.ndarray | None:
+        """A constant's value; a DequantizeLinear of constants reads as its float value."""
         if t is None or not t.name:
             return None
         if t.name not in self._consts:
-            self._consts[t.name] = const_value(t)
+            value = const_value(t)
+            if value is None and dq_node(t) is not None:
+                value = dequantize(dq_node(t))
+            self._consts[t.name] = value
         return self._consts[t.name]
 
     def remember(self, t, value):

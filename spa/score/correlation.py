@@ -24,7 +24,7 @@ from .weights import read, weight
 MAX = 2048  # channels beyond which no correlation matrix is built (time and memory)
 MOVE = ("Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Expand")  # when the channels stay whole
 KEEP = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad", "Cast",
-        "Identity", "Dropout")
+        "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear")  # (de)quantizing: a positive scale
 
 
 class Correlations:

@@ -45,12 +45,13 @@ class Member:
 
 
 def members(cg, group, stats=None) -> list[Member]:
-    """The group's parameter slices, producers first; running statistics are left out.
+    """The group's parameter slices, producers first; running statistics and the stored
+    form of quantized weights (read dequantized instead) are left out.
     With `stats` (moments.Moments), "in" members carry their input channels' statistics."""
     out = []
     for (name, axis), (pos, chan) in group.spaces.items():
         attrs = cg.g.nodes[(name, axis)]
-        if not attrs["param"] or attrs["role"] == "stat":
+        if not attrs["param"] or attrs["role"] in ("stat", "quant"):
             continue
         value = cg.ctx.const(cg.ctx.tensors[name])
         if value.dtype.kind != "f":

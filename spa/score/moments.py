@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import layout
+from ..io.quant import past_fake_quant
 from .correlation import Correlations
 from ..rules import ACTIVATIONS as UNARY
 from ..rules import ARITHMETIC as BINARY
@@ -187,6 +188,8 @@ class Moments(ChannelStats):
         if op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad",
                   "Cast"):
             return src
+        if op in ("QuantizeLinear", "DequantizeLinear"):
+            return _quantized(ctx, node, src)
         if op == "Flatten" or op == "Reshape":
             return self._flatten(node, src) or layout.reshape(ctx, node, src)
         if op in LAYOUT:
@@ -326,6 +329,24 @@ class Moments(ChannelStats):
         return -1, mean @ w, var @ (w * w)
 
 
+def _quantized(ctx, node, src):
+    """Statistics through QuantizeLinear (x / scale + zero point) or DequantizeLinear
+    ((x - zero point) * scale), rounding left out; scales per tensor or per channel."""
+    scale = ctx.const(node.inputs[1])
+    zp = ctx.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+    if scale is None:
+        return None
+    n = len(src[1])
+    rank = ctx.rank(node.inputs[0]) or 1
+    if scale.size != 1 and (int(node.attrs.get("axis", 1)) % rank != src[0] % rank or scale.size != n):
+        return None
+    s = np.broadcast_to(scale.astype(np.float64).reshape(-1), (n,))
+    z = np.broadcast_to(np.zeros(1) if zp is None else zp.astype(np.float64).reshape(-1), (n,))
+    if node.op == "QuantizeLinear":
+        return src[0], src[1] / s + z, src[2] / (s * s)
+    return src[0], (src[1] - z) * s, src[2] * s * s
+
+
 RIDGE = 1.0  # relative weight of the propagated means against the running means
 
 
@@ -333,7 +354,7 @@ def _measured(ctx, node, n):
     """(A, r): the running mean r of the BatchNormalization right after a Conv or Gemm
     `node`, as A @ input channel means (n channels; Conv taps weighted by the share of
     output positions where they read inside the padding). None if not applicable."""
-    users = node.outputs[0].outputs
+    users = past_fake_quant(node.outputs[0]).outputs
     if len(users) != 1 or users[0].op != "BatchNormalization" or len(users[0].inputs) < 5:
         return None
     rm = read(ctx, users[0].inputs[3])

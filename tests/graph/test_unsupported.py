@@ -1,6 +1,7 @@
-"""Models SPA does not prune: quantised (QDQ, QOperator, dynamic) and control flow
-(If, Loop, Scan). They are analysed and reported, never crashed on; the channels they
-touch are blocked with a reason, and the rest of the model still prunes."""
+"""Models SPA does not prune: control flow (If, Loop, Scan), sequences and optionals. They
+are analysed and reported, never crashed on; the channels they touch are blocked with a
+reason, and the rest of the model still prunes. Quantised models (QDQ, QOperator,
+dynamic) were here too until issue #19: they prune now, from the command line as well."""
 
 import numpy as np
 import onnx
@@ -86,13 +87,6 @@ def float_then(tail):
     return b.image_model([out], "mixed")
 
 
-def qdq_tail(b, x):
-    s = b.const("qs", np.float32(0.05))
-    z = b.const("qz", np.int8(0))
-    q = b.layer("QuantizeLinear", [x, s, z])
-    return b.layer("DequantizeLinear", [q, s, z])
-
-
 def branch(name, outer):
     out = f"{name}_out"
     return helper.make_graph([helper.make_node(name, [outer], [out])], f"{name}_branch", [],
@@ -137,32 +131,42 @@ def optional_tail(b, x):
     return b.layer("OptionalGetElement", [b.layer("Optional", [x])], b.ch[x])
 
 
-@pytest.mark.parametrize("build", [qdq, qoperator, dynamic], ids=["qdq", "qoperator", "dynamic"])
-def test_quantised_models_are_analysed_and_nothing_is_pruned(tmp_path, build):
+@pytest.mark.parametrize("build", [qdq, qoperator], ids=["qdq", "qoperator"])
+def test_quantised_models_prune_from_the_command_line(tmp_path, build):
     path = tmp_path / "q.onnx"
     onnx.save(build(), path)
     res = CliRunner().invoke(main, ["analyze", str(path)])
-    assert res.exit_code == 0, res.output
-    assert "ops without a rule" in res.output
+    assert res.exit_code == 0 and "ops without a rule" not in res.output, res.output
     res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3"])
-    assert res.exit_code == 4 and "no prunable channel group" in res.output
+    assert res.exit_code == 0, res.output
+    pruned = onnx.load(tmp_path / "q.pruned.onnx")
+    assert sorted(n.op_type for n in pruned.graph.node) == sorted(n.op_type for n in build().graph.node)
+
+
+def test_dynamic_quantisation_is_analysed_and_its_output_group_kept(tmp_path):
+    """The dynamic MatMulInteger model's groups end at its graph input and output."""
+    path = tmp_path / "q.onnx"
+    onnx.save(dynamic(), path)
+    res = CliRunner().invoke(main, ["analyze", str(path)])
+    assert res.exit_code == 0 and "ops without a rule" not in res.output, res.output
+    res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3"])
+    assert res.exit_code == 4 and "no prunable channel group" in res.output and "graph input" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "q.pruned.onnx").exists()
 
 
-def test_qdq_groups_are_blocked_with_the_quantisation_op_as_reason():
+def test_qdq_weights_are_prunable():
     an = spa.analyze(qdq())
-    assert an.groups and not an.prunable
-    assert any("DequantizeLinear" in g.reason or "QuantizeLinear" in g.reason for g in an.groups)
+    assert [g.members for g in an.prunable] == [("w0q[0]", "w0[0]", "b0[0]", "w1q[1]", "w1[1]")]
 
 
 def _conv_weights(m):
     return {t.name: tuple(t.dims) for t in m.graph.initializer if t.name.startswith("conv_w")}
 
 
-@pytest.mark.parametrize("tail,op", [(qdq_tail, "QuantizeLinear"), (if_tail, "If"), (loop_tail, "Loop"),
+@pytest.mark.parametrize("tail,op", [(if_tail, "If"), (loop_tail, "Loop"),
                                      (scan_tail, "Scan"), (sequence_tail, "SequenceConstruct"),
                                      (optional_tail, "Optional")],
-                         ids=["qdq", "if", "loop", "scan", "sequence", "optional"])
+                         ids=["if", "loop", "scan", "sequence", "optional"])
 def test_channels_a_blocked_op_touches_stay_and_the_rest_prunes(tail, op):
     m = float_then(tail)
     an = spa.analyze(m)
