@@ -68,7 +68,9 @@ def prune(args):
             t = time.perf_counter()
             try:
                 r = spa.prune(path, **kw)
-                cell = dict(macs=r.macs_reduction, ok=r.verdict.ok, notes=list(r.notes), s=time.perf_counter() - t)
+                v = r.verdict
+                cell = dict(macs=r.macs_reduction, ok=bool(v and v.checker and v.runs and v.outputs_match and v.deterministic),
+                            notes=list(r.notes), s=time.perf_counter() - t)
             except Exception as exc:  # report the failure, go on
                 cell = dict(error=f"{type(exc).__name__}: {exc}"[:300])
             rows.setdefault(name, {}).setdefault(label, {})[exporter] = cell
