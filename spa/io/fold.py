@@ -133,7 +133,7 @@ def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
     outputs = {t.name for t in graph.outputs}
     tensors = graph.tensors()
     changed, made = 0, {}
-    for name in sorted(shaped - outputs):
+    for name in sorted((shaped | _shape_args(nodes, derived)) - outputs):
         t = tensors[name]
         users = [n for n in t.outputs if not all(o.name in derived for o in n.outputs)]
         va, vbs = a.get(name), [b.get(name) for b in bs]
@@ -162,6 +162,21 @@ def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
     if changed:
         graph.cleanup().toposort()
     return changed
+
+
+def _shape_args(nodes, derived) -> set:
+    """Values computed from constants alone that set a shape elsewhere (a Pad's pads built
+    by the TorchScript exporter from a ConstantOfShape, a Concat and a Transpose)."""
+    out = set()
+    for n in nodes:
+        for o in n.outputs:
+            for user in o.outputs:
+                if any(o.name in derived for o in user.outputs):
+                    continue
+                slots = VALUE_SHAPED.get(user.op, ())
+                if any(k < len(user.inputs) and user.inputs[k].name == o.name for k in slots):
+                    out.add(o.name)
+    return out
 
 
 def _gather_as_reshape(t, users, va, vbs, shapes) -> bool:

@@ -74,7 +74,8 @@ def _floats(ctx, inputs, i):
 
 @register
 class Pad(Rule):
-    """Axes with no padding pass through."""
+    """Axes with no padding pass through; an axis padded with a constant by known amounts
+    passes with an offset (the padded elements are constants of their own, kept as they are)."""
 
     ops = ("Pad",)
 
@@ -87,12 +88,20 @@ class Pad(Rule):
         axes = ctx.ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else list(range(rank))
         if pads is None or axes is None or len(pads) != 2 * len(axes):
             return
-        padded = {a % max(rank, 1) for i, a in enumerate(axes) if pads[i] != 0 or pads[i + len(axes)] != 0}
+        ends = {a % max(rank, 1): (pads[i], pads[i + len(axes)]) for i, a in enumerate(axes)
+                if pads[i] != 0 or pads[i + len(axes)] != 0}
+        mode = node.attrs.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
         for axis in range(rank):
-            if axis in padded:
-                flow.refuse(x, axis, f"Pad pads axis {axis}")
-            else:
+            if axis not in ends:
                 flow.identity(x, axis, y, axis)
+                continue
+            begin, end = ends[axis]
+            # constant padding appends elements of its own: channel i moves to begin + i
+            if mode != "constant" or not all(isinstance(p, int) and p >= 0 for p in (begin, end)) \
+                    or not flow.offset(x, axis, y, axis, begin):
+                flow.refuse(x, axis, f"Pad pads axis {axis}" + (f" in {mode} mode" if mode != "constant" else
+                                                                 " by computed or negative amounts"))
 
 
 def _entries(ctx, t) -> list | None:

@@ -122,12 +122,25 @@ def test_pad_attribute_opset10():
     check_oracle(m)
 
 
-def test_pad_channel_axis_blocks():
+def test_pad_channel_axis_constant_passes_with_offset():
+    """A constant Pad of the channel axis (EfficientViT's linear attention pads v with a row of
+    ones): channel i moves to 1 + i, the padded channels stay."""
     def fn(g, x):
-        return g.op("Pad", [x, g.ints("pads", [0, 1, 0, 0, 0, 1, 0, 0])]), 10
+        return g.op("Pad", [x, g.ints("pads", [0, 1, 0, 0, 0, 1, 0, 0]), g.floats("v", [1.0])]), 10
+
+    m = sandwich(fn)
+    assert group_with(spa.analyze(m), "conv0_w[0]").prunable
+    r = check_oracle(m)
+    assert shape(r.model, "tail_w")[1] < 10
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_pad_channel_axis_copying_modes_block(mode):
+    def fn(g, x):
+        return g.op("Pad", [x, g.ints("pads", [0, 1, 0, 0, 0, 1, 0, 0])], mode=mode), 10
 
     gr = group_with(spa.analyze(sandwich(fn)), "conv0_w[0]")
-    assert not gr.prunable and "Pad pads axis 1" in gr.reason
+    assert not gr.prunable and f"Pad pads axis 1 in {mode} mode" in gr.reason
 
 
 def test_pad_opset18_axes_input():
