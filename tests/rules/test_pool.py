@@ -2,6 +2,7 @@
 leave it alone."""
 
 import numpy as np
+import onnx
 import pytest
 
 import spa
@@ -175,6 +176,27 @@ def test_pad_computed_pads_dynamic_width():
     """Pads that follow the dynamic width stay computed, but their channel entries are
     zero at every size: the channel axis passes, the width axis does not."""
     m = sandwich(lambda g, x: g.op("Pad", [x, _computed_pads(g, x, 8)]), spatial=(8, "W"))
+    gr = group_with(spa.analyze(m), "conv0_w[0]")
+    assert gr.prunable, gr.reason
+    check_oracle(m)
+
+
+def test_pad_channel_pads_from_constants_alone_fold():
+    """The TorchScript export of F.pad(x, (0, 0, 0, 0, 0, 1)): pads built from constants by
+    ConstantOfShape, Concat, Reshape, Slice (reversed), Transpose, Reshape and Cast. Load
+    folds them, and the padded channel axis passes with its offset."""
+    def fn(g, x):
+        zeros = g.op("ConstantOfShape", [g.ints("two", [2])],
+                     value=onnx.helper.make_tensor("z", onnx.TensorProto.INT64, [1], [0]))
+        flat = g.op("Concat", [g.ints("given", [0, 0, 0, 0, 0, 1]), zeros], axis=0)
+        pairs = g.op("Reshape", [flat, g.ints("pairs", [-1, 2])])
+        rev = g.op("Slice", [pairs, g.ints("s", [-1]), g.ints("e", [-(2 ** 62)]), g.ints("a", [0]),
+                             g.ints("st", [-1])])
+        pads = g.op("Cast", [g.op("Reshape", [g.op("Transpose", [rev], perm=[1, 0]), g.ints("m1", [-1])])],
+                    to=onnx.TensorProto.INT64)
+        return g.op("Pad", [x, pads, g.floats("one", [1.0])]), 9
+
+    m = sandwich(fn)
     gr = group_with(spa.analyze(m), "conv0_w[0]")
     assert gr.prunable, gr.reason
     check_oracle(m)
