@@ -2,7 +2,8 @@
 
 Step 1 (in the torchvision/timm virtual environment, never a project dependency):
     /work/tvenv/bin/python tools/heldout_timm.py export --out /tmp/timm
-exports each model of MODELS (random weights, seed 0, eval mode, 1x3x224x224, dynamic batch)
+exports each model of MODELS (random weights, seed 0, made distinct as tools/export_zoo.py's
+`distinct` does: no two tensors alike, as in trained weights; eval mode, 1x3x224x224, dynamic batch)
 with both torch exporters (`ts`: dynamo=False, opset 17; `dynamo`: dynamo=True, opset 18).
 
 Step 2 (in the project's environment):
@@ -29,8 +30,10 @@ MODELS = ("resnest14d", "regnetx_002", "ghostnet_100", "convnext_atto", "repvgg_
 def export_one(name, exporter, out):
     import timm
     import torch
+    from export_zoo import distinct
     torch.manual_seed(0)
     m = timm.create_model(name, pretrained=False).eval()
+    distinct(m)
     x = torch.randn(2, 3, 224, 224)
     path = os.path.join(out, f"{name}_{exporter}.onnx")
     kw = dict(input_names=["input"], output_names=["logits"])
