@@ -23,6 +23,7 @@ from ..protos import graph_inputs, value_infos
 from ..report import table
 from ..rules import Ctx
 from .bench import DEVICES, BenchSettings, bench, make_session
+from .explain import explain, explain_text
 from ..verify import fidelity
 from .compare import feeds_for, run_all
 
@@ -286,6 +287,12 @@ def gate(original, pruned, th: Thresholds = Thresholds()) -> GateResult:
             add("latency_ratio", ratio <= th.max_latency_ratio, round(ratio, 4), th.max_latency_ratio,
                 f"p50 {b.p50_ms:.3f} ms vs {a.p50_ms:.3f} ms at batch {th.batch} on {th.device}; "
                 f"would pass with max_latency_ratio >= {math.ceil(ratio * 1e4) / 1e4}")
+            if ratio > th.max_latency_ratio and th.device == "cpu":  # say why, as spa bench --explain does
+                why = explain([original, pruned], BenchSettings(batches=(th.batch,), warmup=th.warmup,
+                                                                threads=th.threads, input_shapes=shapes,
+                                                                seed=th.seed, memory=False), runs=th.runs)
+                measured["latency"]["explanation"] = why.to_dict()
+                measured["latency"]["explanation_text"] = explain_text(why)
 
     if th.min_cosine is not None or th.min_top1 is not None:
         _fidelity_checks(th, want, got, add, measured, missing)
@@ -351,8 +358,10 @@ def gate_text(r: GateResult) -> str:
             for c in r.checks]
     failed = sum(not c.passed for c in r.checks)
     verdict = "PASSED" if r.passed else f"FAILED ({failed} of {len(r.checks)} checks)"
+    why = r.measured.get("latency", {}).get("explanation_text")
     return (f"spa gate: {r.pruned} against {r.original}\n\n"
-            + table(rows, ("check", "output", "value", "limit", "result", "detail")) + f"\n\n{verdict}")
+            + table(rows, ("check", "output", "value", "limit", "result", "detail"))
+            + (f"\n\n{why}" if why else "") + f"\n\n{verdict}")
 
 
 def junit_xml(r: GateResult) -> str:

@@ -13,7 +13,7 @@ import spa
 from spa.testing.nets import ALL
 from spa.cli import main
 from spa.errors import ModelError, UsageError
-from spa.measure.gate import Thresholds, gate, junit_xml, parse_size, read_config, thresholds
+from spa.measure.gate import Thresholds, gate, gate_text, junit_xml, parse_size, read_config, thresholds
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,12 @@ def test_reductions(pair):
 def test_latency_ratio(pair):
     r = gate(*pair, Thresholds(max_latency_ratio=100.0, runs=3, warmup=1, batch=2))
     assert r.passed and r.measured["latency"]["batch"] == 2
+    assert "explanation" not in r.measured["latency"]
     r = gate(*pair, Thresholds(max_latency_ratio=1e-6, runs=3, warmup=1))
     assert names(r) == ["latency_ratio"] and "would pass with max_latency_ratio >=" in r.checks[-1].detail
+    why = r.measured["latency"]["explanation"]  # a failed latency check says why, as bench --explain does
+    assert why["runs"] == 3 and why["kinds"]
+    assert "op kind" in gate_text(r) and "layout reorders per run" in gate_text(r)
 
 
 def test_fidelity(pair):
