@@ -182,19 +182,22 @@ class Measured(ChannelStats):
                                  f"({first_line(exc, 160)})") from None
             conv_ys, seen = {}, set()
             for k, (node, w, axis) in enumerate(found):
-                x = acts[node.inputs[0].name].astype(np.float64)
+                x = acts[node.inputs[0].name]
                 key = (node.inputs[0].name, axis)
                 if key not in seen:  # several layers may read one tensor
                     seen.add(key)
-                    flat = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+                    # products in float32 (twice as fast, no float64 copy), sums in float64
+                    flat = np.moveaxis(x.astype(np.float32, copy=False), axis, -1).reshape(-1, x.shape[axis])
                     s = sums.setdefault(key, np.zeros((3, flat.shape[1])))
-                    s += [flat.sum(0), (flat * flat).sum(0), np.full(flat.shape[1], len(flat))]
+                    s += [flat.sum(0, dtype=np.float64), np.square(flat).sum(0, dtype=np.float64),
+                          np.full(flat.shape[1], len(flat))]
                     if flat.shape[1] <= MAX_COV:
                         self._gram(key, flat)
                 if grads and node.op == "Conv":
                     conv_ys[f"y{k}"] = acts[node.outputs[0].name].astype(np.float32)
                 elif grads:
-                    self._add_xg(node, x, self._linear_grad(node, w, acts[node.outputs[0].name]), axis)
+                    self._add_xg(node, x.astype(np.float64), self._linear_grad(node, w, acts[node.outputs[0].name]),
+                                 axis)
             if conv_ys and gsess is not None:
                 feed = {i.name: conv_ys[i.name] for i in gsess.get_inputs()}
                 for o, t in zip(gsess.get_outputs(), gsess.run(None, feed)):
@@ -230,7 +233,7 @@ class Measured(ChannelStats):
             self._rows[key] = held
             return
         block = held[0] if len(held) == 1 else np.concatenate(held)
-        self._cross[key] = self._cross.get(key, 0) + block.T @ block
+        self._cross[key] = self._cross.get(key, 0) + (block.T @ block).astype(np.float64)
 
     def cov(self, t, axis, n):
         c = self._cov.get((t.name, axis % (self.ctx.rank(t) or 1)))
