@@ -19,7 +19,7 @@ from .protos import graph_inputs
 from .report import provenance, read_provenance, stamp
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rules import Ctx, rule_for
-from .runtime import random_inputs, run_original
+from .runtime import random_inputs, run_original, set_threads
 from .recover import recover as refit
 from .score import (Measured, Moments, Releasing, check_criterion, check_reduce, fixed_batch, read_calib, score,
                     statistics, synthetic_inputs)
@@ -56,7 +56,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
           normalize="mean", max_ratio=MAX_RATIO, recover=None, sensitivity=None, progress=None,
-          inputs=None) -> PruneResult:
+          inputs=None, threads=None) -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -101,6 +101,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         inputs: inputs to measure the pruned model's fidelity on (Verdict.fidelity): an
             .npz path, a folder of <input>.npy files or {input name: array}, samples on
             axis 0, extra arrays ignored; None: `calib` when given, else generated inputs.
+        threads: threads for onnxruntime sessions and numpy's BLAS during this prune (None: as
+            set before, by default onnxruntime's and OpenBLAS's own counts).
         progress: optional callable(stage, i, n, name): (stage, 0, 0, "") as each stage
             begins (load, reference, graph, score, sensitivity, plan, rewrite, recover, verify,
             stats, write), and (stage, i, n, name) as counted stages advance (sensitivity:
@@ -110,6 +112,16 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         A PruneResult; `.model` holds the pruned onnx.ModelProto (with external data,
         it refers to the written data file).
     """
+    if threads is not None:
+        args = dict(locals())
+        del args["model"], args["output"]
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise UsageError(f"--threads must be a non-negative integer, got {threads!r}")
+        previous = set_threads(threads)
+        try:
+            return prune(model, output, **{**args, "threads": None})
+        finally:
+            set_threads(previous)
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
     _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking)
     if recover is None:

@@ -6,6 +6,7 @@ verification, recovery and the measuring commands.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 
@@ -24,10 +25,47 @@ class RunTimeout(RuntimeError):
     pass
 
 
+_THREADS = [0]  # set_threads: intra-op threads of sessions built without a count; 0: onnxruntime's default
+
+
+def set_threads(n: int) -> int:
+    """Use `n` threads from now on (0: the defaults): in every onnxruntime session SPA builds
+    without its own count, and in numpy's OpenBLAS (found among the loaded libraries; a no-op
+    where there is none). Returns the previous setting."""
+    if n < 0:
+        raise ValueError(f"threads must be >= 0, got {n}")
+    old, _THREADS[0] = _THREADS[0], n
+    _blas_threads(n or os.cpu_count() or 1)
+    return old
+
+
+def threads() -> int:
+    """The count set_threads gave (0: defaults)."""
+    return _THREADS[0]
+
+
+def _blas_threads(n: int):
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if hasattr(lib, name):
+                getattr(lib, name)(ctypes.c_int(n))
+                break
+
+
 def options(threads: int = 0) -> ort.SessionOptions:
     """Quiet session options: failures reach the user as exceptions, not as onnxruntime's log."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
+    threads = threads or _THREADS[0]
     if threads:
         opts.intra_op_num_threads = threads
     return opts

@@ -73,16 +73,20 @@ def bench(models, device, batch, warmup, runs, seconds, threads, opt_level, inpu
 @click.option("--save-inputs", type=click.Path(), help="Write the inputs used (.npz, or a folder ending in /).")
 @click.option("--save-outputs", type=click.Path(),
               help="Write both models' outputs as original/<name>, pruned/<name> (.npz or folder/).")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Intra-op threads; 0: onnxruntime's default.")
 @as_json
 @run
-def compare(original, pruned, inputs, samples, input_shapes, seed, atol, rtol, save_inputs, save_outputs, as_json):
+def compare(original, pruned, inputs, samples, input_shapes, seed, atol, rtol, save_inputs, save_outputs, threads,
+            as_json):
     """Compare every output of PRUNED with ORIGINAL's on the same inputs. With --atol or
     --rtol, end with PASSED or FAILED (exit 1)."""
     if samples < 1:
         raise UsageError(f"--samples must be positive, got {samples}")
     c = compare_mod.compare(original, pruned, inputs=inputs, batch=samples,
                             input_shapes=parse_input_shapes(input_shapes), seed=seed,
-                            save_inputs=save_inputs, save_outputs=save_outputs, atol=atol, rtol=rtol)
+                            save_inputs=save_inputs, save_outputs=save_outputs, atol=atol, rtol=rtol,
+                            threads=threads)
     click.echo(to_json(c.to_dict()) if as_json else compare_mod.compare_text(c))
     if c.passed is False:
         sys.exit(1)

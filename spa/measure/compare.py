@@ -99,7 +99,7 @@ def run_all(sess, feeds: dict, where: str) -> dict:
 
 
 def compare(original, pruned, inputs=None, batch: int = 8, input_shapes=None, seed: int = 0,
-            save_inputs=None, save_outputs=None, atol=None, rtol=None) -> Comparison:
+            save_inputs=None, save_outputs=None, atol=None, rtol=None, threads: int = 0) -> Comparison:
     """Run both models on the same inputs and compare every output of the original.
 
     Args:
@@ -112,8 +112,9 @@ def compare(original, pruned, inputs=None, batch: int = 8, input_shapes=None, se
         save_outputs: write both models' outputs as original/<name> and pruned/<name>.
         atol, rtol: when either is given, each output's `within` says whether
             |pruned - original| <= atol + rtol * |original| everywhere (the other counts as 0).
+        threads: onnxruntime intra-op threads (0: its default).
     """
-    settings = BenchSettings(input_shapes=dict(input_shapes or {}), seed=seed, memory=False)
+    settings = BenchSettings(input_shapes=dict(input_shapes or {}), seed=seed, memory=False, threads=threads)
     a, b = make_session(original, settings), make_session(pruned, settings)
     feeds = feeds_for(a, inputs, batch, settings.input_shapes, seed)
     where = os.fspath(inputs) if inputs is not None else f"generated (seed {seed})"

@@ -8,13 +8,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .. import runtime
 from ..runtime import options, session
 
 
 def threads() -> int:
-    """Intra-op threads for recovery sessions: $SPA_THREADS, else the CPU count (at most 8)."""
+    """Intra-op threads for recovery sessions: spa.runtime.set_threads's count (--threads), else
+    $SPA_THREADS, else the CPU count (at most 8)."""
     env = os.environ.get("SPA_THREADS")
-    return max(1, int(env)) if env else max(1, min(8, os.cpu_count() or 1))
+    return runtime.threads() or (max(1, int(env)) if env else max(1, min(8, os.cpu_count() or 1)))
 
 
 def cpu_session(model: onnx.ModelProto, n_threads: int | None = None) -> ort.InferenceSession:
