@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..errors import ModelError
 from .constants import const_value
 
 DQ_OPS = ("DequantizeLinear",)
@@ -49,10 +50,19 @@ def expand(node, v, shape):
     v = np.asarray(v)
     if v.size == 1 and v.ndim <= 1:
         return v.reshape(())
-    axis = int(node.attrs.get("axis", 1)) % len(shape)
+    axis = int(node.attrs.get("axis", 1))
     block = int(node.attrs.get("block_size", 0))
-    if block and v.ndim == len(shape):
-        return np.repeat(v, block, axis=axis)[tuple(slice(0, d) for d in shape)]
+    if not -len(shape) <= axis < len(shape) or not (
+            block > 0 and v.ndim == len(shape) or v.ndim == 1 and v.size == shape[axis]):
+        raise ModelError(f"DequantizeLinear {node.name!r}: its scale or zero point {list(v.shape)} does not fit "
+                         f"integers of shape {list(shape)} (axis {axis}, block_size {block})")
+    axis %= len(shape)
+    if block:
+        out = np.repeat(v, block, axis=axis)
+        if any(a < d for a, d in zip(out.shape, shape)):
+            raise ModelError(f"DequantizeLinear {node.name!r}: its {list(v.shape)} blocks of {block} do not "
+                             f"cover integers of shape {list(shape)}")
+        return out[tuple(slice(0, d) for d in shape)]
     view = [1] * len(shape)
     view[axis] = -1
     return v.reshape(view)

@@ -1,6 +1,7 @@
 """The fuzz case generator: seed models and their mutations.
 
-Seeds are the test architectures of spa.testing.nets, models/mnist_cnn.onnx, and an
+Seeds are the test architectures of spa.testing.nets, quantized forms of three of them
+(QDQ, QOperator and dynamic, by onnxruntime's quantizer), models/mnist_cnn.onnx, and an
 external-data model. Each case applies one to three mutations, at byte level (bit
 flips, overwrites, truncation, insertion, deletion, splicing) or field level (op
 types, attributes, inputs, initializer dims/types/data, graph inputs and outputs,
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import REPO
 from .nets import ALL
+from .quant import quantize
 
 ARGS = [["--ratio", "0.3"], ["--ratio", "0.5", "--global"], ["--target-macs", "0.3"],
         ["--ratio", "0.3", "--round-to", "4"], ["--ratio", "0.3", "--external-data"]]
@@ -26,6 +28,7 @@ OPS = ["Relu", "Conv", "Add", "Mul", "Gemm", "MatMul", "Reshape", "Concat", "Spl
        "Transpose", "BatchNormalization", "Identity", "Foo", "If", "Loop", "QuantizeLinear", "Resize", "Pad"]
 INTS = [0, 1, -1, 2, 3, 7, 64, -2 ** 31, 2 ** 31 - 1, 2 ** 40, -(2 ** 63), 2 ** 63 - 1]
 FLOATS = [0.0, -1.0, 1e30, float("nan"), float("inf"), -float("inf")]
+QUANTIZED = [("resnet", "qdq"), ("mobilenetv2", "qop"), ("conv_bn_relu", "dynamic")]
 LOCATIONS = ["../escape.data", "/etc/passwd", "/dev/zero", "missing.data", "model.onnx", "sub/../../x.data",
              "link.data", ".", "", "data.bin"]
 
@@ -34,6 +37,8 @@ LOCATIONS = ["../escape.data", "/etc/passwd", "/dev/zero", "missing.data", "mode
 def seeds(folder) -> list[tuple[str, bytes, bytes | None]]:
     """(name, model bytes, data-file bytes or None) for every seed model."""
     out = [(name, fn().SerializeToString(), None) for name, fn in sorted(ALL.items())]
+    for name, fmt in QUANTIZED:  # quantized mutants: QDQ and QOperator forms of two nets
+        out.append((f"{name}_{fmt}", quantize(ALL[name](), fmt).SerializeToString(), None))
     with open(os.path.join(REPO, "models", "mnist_cnn.onnx"), "rb") as f:
         out.append(("mnist_cnn", f.read(), None))
     path = os.path.join(folder, "model.onnx")
