@@ -2,7 +2,10 @@
 grouped convolution with a few wide groups (ResNeSt's split attention, AlexNet) counts
 its kept input channels too."""
 
+import os
+
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -12,6 +15,8 @@ from spa.edit.plan import MacsModel
 from spa.graph import couple, removed_elements, total_macs
 from spa.io import load
 from spa.rules import Ctx
+from spa.testing import zoo
+from spa.testing.nets import ALL
 
 
 def two_group_block(seed=0, width=32, groups=2):
@@ -98,3 +103,23 @@ def test_auto_rounding_lands_within_slack_where_a_whole_step_overshoots():
     eight = spa.prune(two_group_block(width=32), target_macs=0.3, criterion="l2", round_to=8, verify=False)
     assert all(2 * c.after % 8 == 0 for c in eight.changes)  # a channel here spans 2 elements
     assert eight.macs_reduction > 0.32
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_prediction_equals_count_hand_built(name):
+    """Every hand-built architecture: the plan model's MACs equal the rewritten model's, exactly."""
+    for seed in range(2):
+        predicted, counted = predicted_and_counted(ALL[name](), 0.3, seed)
+        assert round(predicted) == counted
+
+
+ZOO_SAMPLE = ["resnet18_ts", "resnet18_dynamo", "squeezenet1_1_ts", "squeezenet1_1_dynamo", "mnasnet1_0_ts",
+              "mnasnet0_75_ts", "regnet_x_800mf_ts", "resnet34_dynamo", "mobilenet_v3_small_ts",
+              "mobilenet_v3_large_ts"]
+
+
+@pytest.mark.parametrize("name", ZOO_SAMPLE)
+def test_prediction_equals_count_zoo(name):
+    model = zoo.fill(onnx.load(os.path.join(zoo.ZOO, "torchvision", f"{name}.onnx")), seed=0)
+    predicted, counted = predicted_and_counted(model, 0.3, 0)
+    assert round(predicted) == counted
