@@ -171,7 +171,7 @@ def _shape_args(nodes, derived) -> set:
     for n in nodes:
         for o in n.outputs:
             for user in o.outputs:
-                if any(o.name in derived for o in user.outputs):
+                if any(u.name in derived for u in user.outputs):
                     continue
                 slots = VALUE_SHAPED.get(user.op, ())
                 if any(k < len(user.inputs) and user.inputs[k].name == o.name for k in slots):

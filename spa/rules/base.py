@@ -75,9 +75,8 @@ class Ctx:
             return None
         if t.name not in self._consts:
             value = const_value(t)
-            if value is None and dq_node(t) is not None:
-                value = dequantize(dq_node(t))
-            self._consts[t.name] = value
+            node = dq_node(t) if value is None else None
+            self._consts[t.name] = dequantize(node) if node is not None else value
         return self._consts[t.name]
 
     def remember(self, t, value):
