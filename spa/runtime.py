@@ -7,6 +7,7 @@ verification, recovery and the measuring commands.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import threading
 
@@ -26,16 +27,20 @@ class RunTimeout(RuntimeError):
 
 
 _THREADS = [0]  # set_threads: intra-op threads of sessions built without a count; 0: onnxruntime's default
+_BLAS: dict = {}  # OpenBLAS libraries numpy loaded: {path: (set function, thread count before SPA set one)}
+BLAS_PREFIXES = ("scipy_openblas_", "openblas_")  # numpy 2's bundled build, then a plain OpenBLAS
+BLAS_SUFFIXES = ("64_", "")
 
 
 def set_threads(n: int) -> int:
     """Use `n` threads from now on (0: the defaults): in every onnxruntime session SPA builds
     without its own count, and in numpy's OpenBLAS (found among the loaded libraries; a no-op
-    where there is none). Returns the previous setting."""
+    where there is none; 0 gives it back the count it had). Returns the previous setting."""
     if n < 0:
         raise ValueError(f"threads must be >= 0, got {n}")
     old, _THREADS[0] = _THREADS[0], n
-    _blas_threads(n or os.cpu_count() or 1)
+    for setter, default in _blas().values():
+        setter(ctypes.c_int(n or default))
     return old
 
 
@@ -44,21 +49,24 @@ def threads() -> int:
     return _THREADS[0]
 
 
-def _blas_threads(n: int):
+def _blas() -> dict:
+    """{path: (set_num_threads, its count when first seen)} of the OpenBLAS libraries loaded."""
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
     except OSError:
-        return
-    for path in paths:
+        return _BLAS
+    for path in paths - set(_BLAS):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            if hasattr(lib, name):
-                getattr(lib, name)(ctypes.c_int(n))
+        for prefix, suffix in itertools.product(BLAS_PREFIXES, BLAS_SUFFIXES):
+            get, put = (f"{prefix}{verb}_num_threads{suffix}" for verb in ("get", "set"))
+            if hasattr(lib, get) and hasattr(lib, put):
+                _BLAS[path] = (getattr(lib, put), getattr(lib, get)())
                 break
+    return _BLAS
 
 
 def options(threads: int = 0) -> ort.SessionOptions:

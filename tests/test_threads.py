@@ -36,6 +36,7 @@ def test_set_threads_reaches_sessions_and_blas():
     finally:
         runtime.set_threads(old)
     assert runtime.threads() == old
+    assert _blas_threads() == before  # 0 gives OpenBLAS back its own count, not the CPU count
 
 
 def test_prune_with_threads_restores_the_setting(tmp_path):
