@@ -7,19 +7,22 @@ import fnmatch
 import os
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 
 from .edit import MAX_RATIO, NORMALIZE, TARGET_SLACK, apply, fold_means, global_plan, keep_map, local_plan
 from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
+from .measure.bench import BenchSettings, check_settings
+from .measure.target import SECONDS as LATENCY_SECONDS, latency_plan
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
                  parse_input_shapes, write_atomic)
 from .protos import graph_inputs
 from .report import provenance, read_provenance, stamp
 from .results import Analysis, GroupChange, GroupInfo, PruneResult, Stats, Verdict
 from .rules import Ctx, rule_for
-from .runtime import random_inputs, run_original, set_threads
+from .runtime import random_inputs, run_original, set_threads, threads as threads_set
 from .recover import recover as refit
 from .score import (Measured, Moments, Releasing, check_criterion, check_reduce, fixed_batch, read_calib, score,
                     statistics, synthetic_inputs)
@@ -56,7 +59,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
           normalize="mean", max_ratio=MAX_RATIO, recover=None, sensitivity=None, progress=None,
-          inputs=None, threads=None) -> PruneResult:
+          inputs=None, threads=None, target_latency=None, batch=1, device="cpu") -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -103,6 +106,11 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             axis 0, extra arrays ignored; None: `calib` when given, else generated inputs.
         threads: threads for onnxruntime sessions and numpy's BLAS during this prune (None: as
             set before, by default onnxruntime's and OpenBLAS's own counts).
+        target_latency: instead of ratio or target_macs, prune globally until the pruned
+            model's latency is this share of the original's, measured in onnxruntime with the
+            `spa bench` protocol at `batch` on `device` ("cpu" or "cuda") with `threads`
+            (spa.measure.target: a latency model from the profiled kernels, then measured and
+            corrected). PruneResult.latency reports predicted and measured ratios.
         progress: optional callable(stage, i, n, name): (stage, 0, 0, "") as each stage
             begins (load, reference, graph, score, sensitivity, plan, rewrite, recover, verify,
             stats, write), and (stage, i, n, name) as counted stages advance (sensitivity:
@@ -123,7 +131,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
         finally:
             set_threads(previous)
     kinds = {k: v for k, v in (kinds or {}).items() if v is not None}
-    _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking)
+    _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking,
+                target_latency is not None)
+    latency = _latency_settings(target_latency, ratio, target_macs, kinds, batch, device, threads)
     if recover is None:
         recover = calib is not None
     criterion = check_criterion(criterion, calib is not None, recover)
@@ -139,7 +149,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     check_targets(m, output, external, force)
     feeds = random_inputs(m.proto, m.input_shapes, seed, where)
     reference = _reference(m, feeds, clock) if verify else None
-    local = target_macs is None and not global_ranking
+    local = target_macs is None and target_latency is None and not global_ranking
     clock.begin("graph")
     c = couple(m, exclude, head_dims=local)
     clock.lap("graph", then="score")
@@ -162,7 +172,12 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
                                      fixed_batch(m.proto) or 16, step)
         clock.lap("sensitivity")
     clock.begin("plan")
-    if local:
+    timed = None
+    if latency is not None:
+        latency = replace(latency, input_shapes=m.input_shapes or {})
+        plan, timed = latency_plan(_source(m), c, scores, target_latency, latency, round_to, normalize, max_ratio,
+                                   curves, clock.steps("plan"))
+    elif local:
         plan = local_plan(c.all, scores, ratio, round_to, kinds)
     else:
         plan = global_plan(c.cg, c.groups, scores, round_to, ratio=ratio, target_macs=target_macs,
@@ -179,7 +194,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     if recover and external:
         notes.append("recovery skipped: models written with external data (over 2 GB) are not refitted yet")
     fit = _Refit(m, keep, data, progress) if recover and not external else None
-    settings = {"ratio": ratio, "target_macs": target_macs, "kinds": kinds, "global_ranking": global_ranking,
+    settings = {"ratio": ratio, "target_macs": target_macs, "target_latency": target_latency, "kinds": kinds, "global_ranking": global_ranking,
                 "reduce": reduce, "normalize": normalize, "max_ratio": max_ratio, "round_to": round_to,
                 "exclude": list(exclude), "input_shapes": _shapes(input_shapes), "seed": seed,
                 "calib": calib if calib is None or isinstance(calib, str) else "<arrays>", "recover": recover,
@@ -201,7 +216,8 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     return PruneResult(where, output, before, after, changes, sum(not g.prunable for g in c.groups), len(scores),
                        verdict, clock.times, oracle_mask(c, plan), pruned, exact, updates, criterion, keep,
                        _notes(target_macs, before, after, max_ratio) + tuple(notes), fit and fit.report,
-                       {gid: tuple(zip(cv.counts.tolist(), cv.errors.tolist())) for gid, cv in curves.items()})
+                       {gid: tuple(zip(cv.counts.tolist(), cv.errors.tolist())) for gid, cv in curves.items()},
+                       timed)
 
 
 def default_criterion(m) -> str:
@@ -212,11 +228,29 @@ def default_criterion(m) -> str:
     return "obspa" if size <= OBSPA_MAX_BYTES else "l2"
 
 
-def _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking):
+def _latency_settings(target_latency, ratio, target_macs, kinds, batch, device, threads):
+    """Bench settings for a --target-latency plan (input shapes follow once the model is
+    loaded), or None without a latency target."""
+    if target_latency is None:
+        return None
+    if ratio is not None or target_macs is not None or kinds:
+        raise UsageError("--target-latency cannot be combined with --ratio, --target-macs or per-kind ratios")
+    if not 0 < target_latency < 1:
+        raise UsageError(f"--target-latency must be between 0 and 1 (exclusive), got {target_latency}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise UsageError(f"--batch must be a positive integer, got {batch!r}")
+    settings = BenchSettings(device=device, batches=(batch,), warmup=3, seconds=LATENCY_SECONDS,
+                             threads=threads or threads_set(), memory=False)
+    check_settings(settings)
+    return settings
+
+
+def _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking, timed=False):
     if target_macs is not None and (ratio is not None or kinds):
         raise UsageError("--target-macs cannot be combined with --ratio, --heads, --head-dim, --mlp or --hidden")
-    if ratio is None and target_macs is None and not kinds:
-        raise UsageError("give --ratio, --target-macs, or a per-kind ratio (--heads, --head-dim, --mlp, --hidden)")
+    if ratio is None and target_macs is None and not kinds and not timed:
+        raise UsageError("give --ratio, --target-macs, --target-latency, or a per-kind ratio (--heads, --head-dim, "
+                         "--mlp, --hidden)")
     bad = set(kinds) - set(KINDS)
     if bad:
         raise UsageError(f"unknown group kind(s) {', '.join(sorted(bad))}; choose from {', '.join(KINDS)}")

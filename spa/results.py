@@ -126,6 +126,7 @@ class PruneResult:
     notes: tuple = ()  # what the user should know about the result (a MACs target out of reach)
     recovery: object = None  # recover.RecoveryReport when weights were refitted on calibration data
     sensitivity: dict = field(default_factory=dict)  # {group id: ((channels removed, output error), ...)} measured
+    latency: object = None  # measure.target.LatencyReport of a --target-latency plan
 
     @property
     def macs_reduction(self):
@@ -136,11 +137,12 @@ class PruneResult:
         return 1 - self.after.params / self.before.params if self.before.params else 0.0
 
     def to_dict(self):
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates", "keep", "recovery")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates", "keep", "recovery", "latency")}
         d = {k: asdict(v) if is_dataclass(v) else v for k, v in d.items()}
         d["changes"] = [asdict(c) for c in self.changes]
         d["macs_reduction"] = self.macs_reduction
         d["params_reduction"] = self.params_reduction
         d["recovery"] = None if self.recovery is None else self.recovery.to_dict()
+        d["latency"] = None if self.latency is None else self.latency.to_dict()
         d["verdict"].update(cosine=self.verdict.cosine, max_abs=self.verdict.max_abs, top1=self.verdict.top1)
         return d

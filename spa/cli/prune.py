@@ -47,11 +47,19 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
 
 @command("spa prune model.onnx --ratio 0.3", "spa prune model.onnx small.onnx --target-macs 0.5 --exclude 'head*'",
          "spa prune model.onnx --target-macs 0.3 --calib samples.npz --json",
-         "spa prune model.onnx --ratio 0.3 --report report.html")
+         "spa prune model.onnx --ratio 0.3 --report report.html",
+         "spa prune model.onnx --target-latency 0.5 --batch 8 --threads 1")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("output", required=False, type=click.Path(dir_okay=False))
 @click.option("--ratio", type=float, help="Share of channels to remove from each prunable group.")
 @click.option("--target-macs", type=float, help="Prune globally until MACs fall by this share.")
+@click.option("--target-latency", type=float,
+              help="Prune globally until onnxruntime's measured latency is this share of the original's "
+                   "(e.g. 0.5), timed like `spa bench` at --batch on --device.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Batch that --target-latency times at.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Execution provider that --target-latency times on.")
 @click.option("--heads", type=float, help="Ratio for attention-head groups (overrides --ratio).")
 @click.option("--head-dim", "head_dim", type=float,
               help="Ratio for head_dim slices shared by every head of an attention block.")
@@ -92,7 +100,8 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
                    "on a busy machine).")
 @common
 @run
-def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, criterion, calib, inputs, recover,
+def prune(model, output, ratio, target_macs, target_latency, batch, device, heads, head_dim, mlp, hidden, criterion,
+          calib, inputs, recover,
           sensitivity, quiet, reduce, global_ranking, normalize, max_ratio, round_to, seed, force, report_path,
           external_data, threads, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
@@ -103,7 +112,8 @@ def prune(model, output, ratio, target_macs, heads, head_dim, mlp, hidden, crite
                                kinds={"heads": heads, "head_dim": head_dim, "mlp": mlp, "hidden": hidden},
                                external_data=external_data or None, calib=calib, normalize=normalize,
                                max_ratio=max_ratio, recover=recover, sensitivity=sensitivity,
-                               progress=progress if not quiet else None, inputs=inputs, threads=threads)
+                               progress=progress if not quiet else None, inputs=inputs, threads=threads,
+                               target_latency=target_latency, batch=batch, device=device)
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
     if report_path:
         an = spa_api.analyze(model, input_shapes=list(input_shapes), exclude=exclude)

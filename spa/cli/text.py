@@ -27,6 +27,8 @@ def prune_text(r) -> str:
     notes = "".join(f"note: {n}\n" for n in r.notes)
     if r.recovery is not None:
         notes += r.recovery.summary() + "\n"
+    if r.latency is not None:
+        notes += r.latency.summary() + "\n"
     took = sum(r.timings.values())
     stages = ", ".join(f"{k} {v:.1f}" for k, v in r.timings.items() if v >= 0.05)
     return (f"{out}\n\ncriterion: {r.criterion}\nchannels: {changes_text(r.changes)}\n{notes}"

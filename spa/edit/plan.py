@@ -91,29 +91,36 @@ def local_plan(groups, scores, ratio, round_to, kind_ratios=None) -> dict:
     return plan
 
 
-class MacsModel:
-    """Running MACs estimate as channels are removed."""
+class CostModel:
+    """Running estimate of a cost as channels are removed: a sum of terms (cost, factor
+    spaces), each scaling with kept / size of its spaces, plus a fixed part. MACs are such
+    a sum (MacsModel); so is a latency model (spa.measure.latency), whose kernels work on
+    spaces padded to a block ({space: block}: kept and size count in whole blocks)."""
 
-    def __init__(self, cg, groups):
+    def __init__(self, cg, groups, terms, fixed=0.0, blocks=None):
         self.size = {s: cg.g.nodes[s]["size"] for s in cg.g.nodes}
+        self.blocks = blocks or {}
         self.kept = dict(self.size)
         self.ops = []
         self.by_space: dict = {}
-        for node, _, _ in cg.flows:
-            macs, factors = node_macs(node, cg.ctx)
-            if macs:
+        for cost, factors in terms:
+            if cost:
                 factors = [s for s in factors if s in self.size]
                 for s in factors:
                     self.by_space.setdefault(s, []).append(len(self.ops))
-                self.ops.append((macs, factors))
-        self.base = sum(m for m, _ in self.ops)
+                self.ops.append((cost, factors))
+        self.base = sum(m for m, _ in self.ops) + fixed
         self.total = self.base
         self.counts = {gr.id: {s: np.bincount(ch, minlength=gr.channels) for s, (_, ch) in gr.spaces.items()}
                        for gr in groups}
 
+    def _padded(self, s, n):
+        b = self.blocks.get(s)
+        return -(-n // b) * b if b else n
+
     def _op(self, i):
-        macs, factors = self.ops[i]
-        return macs * math.prod(self.kept[s] / self.size[s] for s in factors)
+        cost, factors = self.ops[i]
+        return cost * math.prod(self._padded(s, self.kept[s]) / self._padded(s, self.size[s]) for s in factors)
 
     def remove(self, gid, chans, commit=True):
         """Remove channels of a group; returns the reduction after it (undone unless `commit`)."""
@@ -132,6 +139,24 @@ class MacsModel:
     def reduction(self):
         return 1 - self.total / self.base if self.base else 0.0
 
+    def of_plan(self, plan) -> float:
+        """The reduction a whole plan ({group id: channels}) gives, from the start; this model is left as it was."""
+        kept, total = dict(self.kept), self.total
+        self.kept, self.total = dict(self.size), self.base
+        for gid, chans in plan.items():
+            if gid in self.counts:
+                self.remove(gid, np.asarray(chans, dtype=np.int64))
+        out = self.reduction()
+        self.kept, self.total = kept, total
+        return out
+
+
+class MacsModel(CostModel):
+    """Running MACs estimate as channels are removed."""
+
+    def __init__(self, cg, groups):
+        super().__init__(cg, groups, [node_macs(node, cg.ctx) for node, _, _ in cg.flows])
+
 
 NORMALIZE = ("mean", "max", "none")  # what a group's scores are divided by before global ranking
 
@@ -148,23 +173,35 @@ TARGET_SLACK = 0.02  # a MACs target is met within this much; a step overshootin
 
 
 def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, normalize="mean",
-                max_ratio=MAX_RATIO, curves=None) -> dict:
+                max_ratio=MAX_RATIO, curves=None, cost=None) -> dict:
     """Remove the cheapest chunks across groups until the goal is met. A chunk's price is
     its mean normalised score or, for groups with a measured sensitivity curve
     (`curves`, {group id: verify.sensitivity.Curve}), the output error it adds per MACs it
-    saves (per channel under a channel ratio)."""
+    saves (per channel under a channel ratio). `cost` ((terms, fixed): see CostModel, e.g. a
+    latency model) replaces MACs: `target_macs` is then the share of that cost to remove,
+    and every chunk is priced per unit of it saved (its summed score or added error)."""
     by_id = {gr.id: gr for gr in groups}
     curves = curves or {}
     heap, steps, norms, done = [], {}, {}, {}
+    if cost is not None:
+        model = CostModel(cg, [by_id[g] for g in scores], *cost)
+    else:
+        model = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
 
     def price(gid, k):
         step = steps[gid][k]
-        if gid not in curves:
-            return float(norms[gid][step].mean())
         gr, before = by_id[gid], done[gid]
-        added = curves[gid].at(before + len(step)) - curves[gid].at(before)
-        saved = len(step) * (gr.macs / gr.channels if target_macs is not None else 1.0)
-        return added / saved if saved > 0 else math.inf
+        if gid in curves:
+            loss = curves[gid].at(before + len(step)) - curves[gid].at(before)
+        elif cost is None:
+            return float(norms[gid][step].mean())
+        else:
+            loss = float(norms[gid][step].sum())
+        if cost is not None:
+            saved = model.remove(gid, step, commit=False) - model.reduction()
+        else:
+            saved = len(step) * (gr.macs / gr.channels if target_macs is not None else 1.0)
+        return loss / saved if saved > 0 else math.inf
 
     for gid, sc in scores.items():
         norms[gid] = normalised(sc, normalize)
@@ -173,17 +210,18 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
         if steps[gid]:
             heapq.heappush(heap, (price(gid, 0), gid, 0))
     total = sum(len(sc) for sc in scores.values())
-    macs = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
     removed, plan, deferred = 0, {}, []
     while heap:
         if ratio is not None and removed >= ratio * total:
             break
-        if macs is not None and macs.reduction() >= target_macs:
+        if model is not None and model.reduction() >= target_macs:
             break
-        _, gid, k = heapq.heappop(heap)
+        p, gid, k = heapq.heappop(heap)
+        if p == math.inf:
+            break
         step = steps[gid][k]
-        if macs is not None and plan:
-            now, after = macs.reduction(), macs.remove(gid, step, commit=False)
+        if model is not None and plan:
+            now, after = model.reduction(), model.remove(gid, step, commit=False)
             over = after - target_macs
             if over > target_macs - now or over > TARGET_SLACK:  # overshoots more than it gets closer,
                 deferred.append((after, gid, step))  # or too far: try smaller steps of other groups first
@@ -191,12 +229,12 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
         plan.setdefault(gid, []).extend(step.tolist())
         removed += len(step)
         done[gid] += len(step)
-        if macs is not None:
-            macs.remove(gid, step)
+        if model is not None:
+            model.remove(gid, step)
         if k + 1 < len(steps[gid]):
             heapq.heappush(heap, (price(gid, k + 1), gid, k + 1))
-    if macs is not None and deferred and macs.reduction() < target_macs:
-        gid, step = _last_step(macs, deferred, by_id, plan, round_to, target_macs)
+    if model is not None and deferred and model.reduction() < target_macs:
+        gid, step = _last_step(model, deferred, by_id, plan, round_to, target_macs)
         plan.setdefault(gid, []).extend(step.tolist())
     return {gid: np.sort(np.asarray(ch)) for gid, ch in plan.items()}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -100,10 +101,11 @@ def kernel_kind_macs(op, args) -> tuple[str, int]:
     return op, 0
 
 
-def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]:
-    """({kind: [ms, macs, kernels]}, [(node, kind, ms)] largest first, reorder kernels), per run."""
+def kernel_events(model, settings: BenchSettings, runs: int) -> tuple[list, float]:
+    """(onnxruntime's kernel events of the last `runs` runs, in execution order; wall ms per run)
+    under the benchmark's settings at its first batch."""
     warmup = max(settings.warmup, 1)
-    with tempfile.TemporaryDirectory(prefix="spa-explain-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="spa-profile-") as tmp:
         opts = session_options(settings)
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "profile")
@@ -112,14 +114,22 @@ def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]
         except Exception as exc:  # onnxruntime errors have no common base class
             raise ModelError(f"{model_name(model, 0)}: onnxruntime cannot load it ({first_line(exc, 200)})") from exc
         feeds = random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed)
-        for _ in range(warmup + runs):
+        for _ in range(warmup):
             sess.run(None, feeds)
+        t = time.perf_counter()
+        for _ in range(runs):
+            sess.run(None, feeds)
+        wall = (time.perf_counter() - t) * 1000 / runs
         with open(sess.end_profiling()) as f:
             events = json.load(f)
     kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    kernels = kernels[len(kernels) - len(kernels) // (warmup + runs) * runs:]  # the timed runs only
+    return kernels[len(kernels) - len(kernels) // (warmup + runs) * runs:], wall
+
+
+def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]:
+    """({kind: [ms, macs, kernels]}, [(node, kind, ms)] largest first, reorder kernels), per run."""
     kinds, nodes, reorders = {}, {}, 0
-    for e in kernels:
+    for e in kernel_events(model, settings, runs)[0]:
         op = e["args"].get("op_name", "?")
         kind, macs = kernel_kind_macs(op, e["args"])
         ms = e["dur"] / 1000 / runs

@@ -1,0 +1,130 @@
+"""The plan for `spa prune --target-latency R`: measure, plan on the latency model, bench, correct.
+
+1. Profile the original under the bench settings and build its latency model
+   (spa.measure.latency): what each group's channels cost in ms.
+2. Plan globally (spa.edit.global_plan with the latency model as the cost): the cheapest
+   importance (or measured error) per ms saved goes first, until the predicted latency is R.
+3. Rewrite the plan (no compensation: latency does not depend on weight values) and time it
+   against the original, interleaved (spa.bench). If the measured ratio misses R by more
+   than TOLERANCE, move the predicted target by what the measurement showed (a secant once
+   two points exist) and plan again, at most CORRECTIONS times. The attempt measured closest
+   to R (preferring one at or below R x (1 + TOLERANCE)) is the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..edit import apply, global_plan, keep_map
+from ..edit.plan import CostModel, MacsModel
+from ..graph import removed_elements
+from .bench import BenchSettings
+from .latency import latency_model, measured_ratio
+
+TOLERANCE = 0.03  # a measured ratio within this share of the target ends the corrections
+CORRECTIONS = 2
+SECONDS = 2.0  # timing per model and attempt (interleaved), after the warm-up
+
+
+@dataclass(frozen=True)
+class Attempt:
+    planned: float  # the latency ratio the model was asked to reach
+    predicted: float  # what the latency model predicts for the plan
+    measured: float  # pruned / original p50, interleaved
+    macs: float  # MACs ratio of the plan
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    target: float
+    device: str
+    batch: int
+    threads: int
+    original_ms: float  # p50 of the original in the chosen attempt's run
+    pruned_ms: float
+    attempts: tuple  # Attempt per plan tried
+    chosen: int  # index of the attempt whose plan was kept
+    mapped: float  # share of profiled kernel time mapped to graph nodes by name
+
+    @property
+    def measured(self) -> float:
+        return self.attempts[self.chosen].measured
+
+    @property
+    def predicted(self) -> float:
+        return self.attempts[self.chosen].predicted
+
+    def summary(self) -> str:
+        a = self.attempts[self.chosen]
+        tries = "; ".join(f"planned {t.planned:.3f}: predicted {t.predicted:.3f}, measured {t.measured:.3f}"
+                          for t in self.attempts)
+        return (f"latency: x{a.measured:.3f} measured ({self.original_ms:.2f} -> {self.pruned_ms:.2f} ms p50, "
+                f"{self.device}, batch {self.batch}, threads {self.threads or 'default'}), x{a.predicted:.3f} "
+                f"predicted, target x{self.target:g}; MACs x{a.macs:.3f}" +
+                (f" ({len(self.attempts)} plans: {tries})" if len(self.attempts) > 1 else ""))
+
+    def to_dict(self):
+        return {"target": self.target, "device": self.device, "batch": self.batch, "threads": self.threads,
+                "original_ms": self.original_ms, "pruned_ms": self.pruned_ms, "measured": self.measured,
+                "predicted": self.predicted, "mapped": self.mapped, "chosen": self.chosen,
+                "attempts": [asdict(a) for a in self.attempts]}
+
+
+def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, normalize, max_ratio,
+                 curves=None, progress=None) -> tuple[dict, LatencyReport]:
+    """({group id: channels}, LatencyReport) meeting pruned / original latency `target`.
+
+    Args:
+        source: the original model (path or proto) that `c` (graph.couple's result) describes.
+        scores: {group id: channel scores}; curves: measured sensitivity, as for global_plan.
+        settings: bench settings (device, one batch, threads, input shapes).
+        progress: optional callable(i, n, name) after each measurement.
+    """
+    lat = latency_model(source, c.cg, settings)
+    if round_to == "auto" and lat.blocks:  # whole NCHWc blocks: a step inside one saves no time
+        round_to = max(lat.blocks.values())
+    macs_terms = MacsModel(c.cg, c.groups)
+    cost = (lat.terms, lat.fixed_ms, lat.blocks)
+    planned, attempts, found = target, [], []
+    for i in range(CORRECTIONS + 1):
+        plan = global_plan(c.cg, c.groups, scores, round_to, target_macs=1 - planned, normalize=normalize,
+                           max_ratio=max_ratio, curves=curves, cost=cost)
+        predicted = 1 - _model(c, scores, cost).of_plan(plan)
+        pruned = apply(c.cg.copy(), keep_map(c.cg, removed_elements(c.all, plan)))
+        measured, a_ms, b_ms = measured_ratio(source, pruned, settings)
+        attempts.append(Attempt(planned, predicted, measured, 1 - macs_terms.of_plan(plan)))
+        found.append((plan, a_ms, b_ms))
+        if progress is not None:
+            progress(i + 1, CORRECTIONS + 1, f"x{measured:.3f}")
+        if abs(measured - target) <= TOLERANCE * target or not plan:
+            break
+        planned = _next_target(target, attempts)
+    best = _choose(target, attempts)
+    plan, a_ms, b_ms = found[best]
+    return plan, LatencyReport(target, settings.device, settings.batches[0], settings.threads, a_ms, b_ms,
+                               tuple(attempts), best, lat.mapped)
+
+
+def _model(c, scores, cost):
+    by_id = {gr.id: gr for gr in c.groups}
+    return CostModel(c.cg, [by_id[g] for g in scores], *cost)
+
+
+def _next_target(target, attempts) -> float:
+    """The predicted ratio to plan for next: the last prediction scaled by what the measurement
+    showed, or the secant through the last two (predicted, measured) points."""
+    a = attempts[-1]
+    guess = a.predicted * target / a.measured if a.measured > 0 else a.planned
+    if len(attempts) >= 2:
+        b = attempts[-2]
+        if abs(a.predicted - b.predicted) > 1e-3 and (a.measured - b.measured) * (a.predicted - b.predicted) > 0:
+            guess = a.predicted + (target - a.measured) * (a.predicted - b.predicted) / (a.measured - b.measured)
+    return min(0.99, max(0.05, guess))
+
+
+def _choose(target, attempts) -> int:
+    """The attempt closest to the target among those at or under target x (1 + TOLERANCE), else the fastest."""
+    ok = [i for i, a in enumerate(attempts) if a.measured <= target * (1 + TOLERANCE)]
+    if ok:
+        return min(ok, key=lambda i: abs(attempts[i].measured - target))
+    return min(range(len(attempts)), key=lambda i: attempts[i].measured)
