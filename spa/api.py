@@ -15,7 +15,7 @@ from .edit import MAX_RATIO, NORMALIZE, TARGET_SLACK, apply, fold_means, global_
 from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
 from .measure.bench import BenchSettings, check_settings
-from .measure.target import SECONDS as LATENCY_SECONDS, latency_plan
+from .measure.target import latency_plan
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
                  parse_input_shapes, write_atomic)
 from .protos import graph_inputs
@@ -239,8 +239,8 @@ def _latency_settings(target_latency, ratio, target_macs, kinds, batch, device, 
         raise UsageError(f"--target-latency must be between 0 and 1 (exclusive), got {target_latency}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UsageError(f"--batch must be a positive integer, got {batch!r}")
-    settings = BenchSettings(device=device, batches=(batch,), warmup=3, seconds=LATENCY_SECONDS,
-                             threads=threads or threads_set(), memory=False)
+    settings = BenchSettings(device=device, batches=(batch,), warmup=3, threads=threads or threads_set(),
+                             memory=False)
     check_settings(settings)
     return settings
 

@@ -10,9 +10,12 @@ For ResNet-50, MobileNetV2 (224x224), ViT-B/16 (224x224) and a MiniLM-like BERT 
     pinned threads, warm-up, alternating blocks) at batch 1 and 8, and report p50.
 MACs are counted by SPA's counter on each ONNX graph, so both pruners are measured alike.
 The last column checks the target: at batch 8, latency ratio <= 1.15 x MACs ratio.
+With --target-latency R, each model also gets SPA's `--target-latency R` prune (planned
+and measured by SPA at batch 8 with the same threads), timed in the same interleaved run;
+its check is: measured latency ratio at batch 8 <= 1.05 x R.
 
 Usage: python tools/speed_bench.py [--models resnet50,mobilenetv2,vit_b16,minilm]
-       [--ratios 0.3,0.5] [--round-to auto] [--runs 8] [--threads 1] [--work DIR]
+       [--ratios 0.3,0.5] [--target-latency 0.5] [--round-to auto] [--runs 8] [--threads 1] [--work DIR]
 Needs the bench extra: pip install -e ".[bench]".
 """
 
@@ -37,6 +40,7 @@ from spa.report import table
 from spa.rules.base import Ctx
 
 BOUND = 1.15
+LATENCY_BOUND = 1.05  # a --target-latency prune's measured ratio within 5% of its target
 
 
 def log(msg):
@@ -73,8 +77,9 @@ def spa_note(result):
     return text + (f" +{len(pairs) - 3} more" if len(pairs) > 3 else "")
 
 
-def variants(name, work, ratios, round_to, seq):
-    """(label, ratio, path, note) of the original and each pruned export."""
+def variants(name, work, ratios, round_to, seq, latencies=(), threads=1):
+    """(label, ratio, path, note) of the original and each pruned export; a --target-latency
+    prune's ratio is the string "latency R"."""
     torch_model = models_torch.build(name)
     orig = os.path.join(work, f"{name}.onnx")
     if not os.path.exists(orig):
@@ -94,6 +99,15 @@ def variants(name, work, ratios, round_to, seq):
         models_torch.export(tp_prune(torch_model, name, ratio), name, path, seq)
         out.append(("Torch-Pruning", ratio, path, ""))
         log(f"{name}: Torch-Pruning {ratio} and export in {time.perf_counter() - t:.1f} s")
+    for target in latencies:
+        path = os.path.join(work, f"{name}.spa-latency{target}.onnx")
+        t = time.perf_counter()
+        res = spa.prune(orig, path, target_latency=target, batch=8, threads=threads, round_to=round_to,
+                        criterion="l2", force=True)
+        log(f"{name}: SPA --target-latency {target} in {time.perf_counter() - t:.1f} s (plan "
+            f"{res.timings.get('plan', 0):.1f} s): {res.latency.summary()}")
+        out.append(("SPA latency", f"latency {target}", path,
+                    f"SPA measured x{res.latency.measured:.3f}, plan {res.timings.get('plan', 0):.0f} s"))
     return out
 
 
@@ -101,6 +115,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="resnet50,mobilenetv2,vit_b16,minilm")
     ap.add_argument("--ratios", default="0.3,0.5")
+    ap.add_argument("--target-latency", default="", help="comma-separated latency targets for SPA rows")
     ap.add_argument("--round-to", default="auto", type=lambda v: v if v == "auto" else int(v),
                     help="SPA's --round-to (default: SPA's default, auto)")
     ap.add_argument("--runs", type=int, default=8)
@@ -114,12 +129,13 @@ def main():
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     work = args.work or tempfile.mkdtemp(prefix="spa-speed-")
     os.makedirs(work, exist_ok=True)
-    ratios = [float(r) for r in args.ratios.split(",")]
+    ratios = [float(r) for r in args.ratios.split(",") if r]
     settings = BenchSettings(batches=(1, 8), warmup=args.warmup, runs=args.runs, threads=args.threads,
                              memory=False)
-    rows, verdicts = [], []
+    rows, verdicts, latency_verdicts = [], [], []
     for name in args.models.split(","):
-        vs = variants(name, work, ratios, args.round_to, args.seq)
+        latencies = [float(r) for r in args.target_latency.split(",") if r]
+        vs = variants(name, work, ratios, args.round_to, args.seq, latencies, args.threads)
         timed = [v for v in vs if v[2]]
         log(f"{name}: timing {len(timed)} variants at batch 1 and 8")
         r = bench([v[2] for v in timed], settings)
@@ -133,12 +149,17 @@ def main():
             mr = macs / base_macs
             t1, t8, b1, b8 = r.timing(i, 1), r.timing(i, 8), r.timing(0, 1), r.timing(0, 8)
             l1, l8 = t1.p50_ms / b1.p50_ms, t8.p50_ms / b8.p50_ms
-            ok = "" if ratio is None else ("yes" if l8 <= BOUND * mr else "NO")
-            if ratio is not None:
-                verdicts.append((name, label, ratio, l8 / mr, ok))
+            if isinstance(ratio, str):  # a latency target: within LATENCY_BOUND of it
+                goal = float(ratio.split()[1])
+                ok = "yes" if l8 <= LATENCY_BOUND * goal else "NO"
+                latency_verdicts.append((name, goal, l8, ok))
+            else:
+                ok = "" if ratio is None else ("yes" if l8 <= BOUND * mr else "NO")
+                if ratio is not None:
+                    verdicts.append((name, label, ratio, l8 / mr, ok))
             rows.append((name, label, "" if ratio is None else ratio, f"{params / base_params:.3f}", f"{mr:.3f}",
                          f"{t1.p50_ms:.1f}", f"{t8.p50_ms:.1f}", f"{l1:.3f}", f"{l8:.3f}",
-                         "" if ratio is None else f"{l8 / mr:.2f}", ok, note))
+                         "" if ratio is None or isinstance(ratio, str) else f"{l8 / mr:.2f}", ok, note))
         log(f"{name}: done")
     print(table(rows, ("model", "pruner", "ratio", "params", "MACs", "p50 b1 ms", "p50 b8 ms", "lat b1",
                        "lat b8", "lat/MACs b8", f"<= {BOUND}", "SPA channel changes (before->after x groups)")))
@@ -148,6 +169,10 @@ def main():
           f"{args.runs} runs in alternating blocks, p50. SPA --round-to {args.round_to}. "
           f"Wall time {time.perf_counter() - start:.0f} s; load average {load_start:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end; models in {work}")
+    if latency_verdicts:
+        hits = sum(v[3] == "yes" for v in latency_verdicts)
+        print(f"target: --target-latency R measures lat b8 <= {LATENCY_BOUND} x R: {hits} of {len(latency_verdicts)} "
+              "(" + ", ".join(f"{n} {g}: {m:.3f}" for n, g, m, _ in latency_verdicts) + ")")
     misses = [v for v in verdicts if v[4] == "NO"]
     print(f"target lat b8 <= {BOUND} x MACs: {len(verdicts) - len(misses)} of {len(verdicts)} pruned variants meet it"
           + ("; missed by: " + ", ".join(f"{n} {p} {r} ({x:.2f})" for n, p, r, x, _ in misses) if misses else ""))

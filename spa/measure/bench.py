@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +28,7 @@ import onnxruntime as ort
 
 from ..errors import ModelError, UsageError, first_line
 from ..io import read_proto
+from ..io.sizes import choose
 from ..protos import ORT_TYPES
 from ..report import table
 from ..runtime import random_feeds, session
@@ -480,6 +481,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
     models = list(models)
     if not models:
         raise UsageError("give at least one model")
+    settings, sizes_note = with_sizes(models[0], settings)
     batches = tuple(sorted(set(settings.batches)))
     names = [model_name(m, i) for i, m in enumerate(models)]
     if len(set(names)) != len(names):
@@ -527,7 +529,20 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
             p50, p90, p99 = (float(x) for x in np.percentile(v, [50, 90, 99]))
             timings.append(Timing(names[i], b, len(v), p50, p90, p99, float(v.mean()), float(v.min()),
                                   b * 1000.0 / float(v.mean()), memory[i, b], shapes[i, b]))
-    return BenchResult(tuple(names), settings, tuple(timings), environment(settings, providers))
+    env = environment(settings, providers)
+    if sizes_note:
+        env["sizes"] = sizes_note
+    return BenchResult(tuple(names), settings, tuple(timings), env)
+
+
+def with_sizes(model, settings: BenchSettings) -> tuple[BenchSettings, str | None]:
+    """The settings with sizes for dynamic dims that --input-shape did not give, chosen as
+    `spa prune` chooses them (spa.io.sizes: ones the first model runs at), and the note saying so."""
+    proto = read_proto(model)[0]
+    shapes, note = choose(proto, model_source(model), dict(settings.input_shapes), model_name(model, 0))
+    if note is None:
+        return settings, None
+    return replace(settings, input_shapes={**shapes, **settings.input_shapes}), note
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -555,7 +570,7 @@ def bench_text(r: BenchResult) -> str:
     note = (f"onnxruntime {env['onnxruntime']} on {env['cpu'] or 'unknown CPU'}{load}; {', '.join(env['providers'])}; "
             f"threads {s.threads or 'default'}; opt level {s.opt_level}; warm-up {s.warmup}; "
             + (f"about {s.seconds:g} s per model and batch" if s.seconds else f"{s.runs} runs"))
-    text = table(rows, head) + "\n\n" + note
+    text = table(rows, head) + "\n\n" + note + (f"\n{env['sizes']}" if env.get("sizes") else "")
     if multi:
         text += f"\nratios are against {os.path.basename(r.models[0])}"
     return text

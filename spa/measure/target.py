@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..edit import apply, global_plan, keep_map
 from ..edit.plan import CostModel, MacsModel
@@ -24,6 +24,7 @@ from .latency import latency_model, measured_ratio
 TOLERANCE = 0.03  # a measured ratio within this share of the target ends the corrections
 CORRECTIONS = 2
 SECONDS = 2.0  # timing per model and attempt (interleaved), after the warm-up
+RUNS = (5, 60)  # fewest and most timed runs per model and attempt
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
         progress: optional callable(i, n, name) after each measurement.
     """
     lat = latency_model(source, c.cg, settings)
+    runs = int(min(RUNS[1], max(RUNS[0], SECONDS * 1000 / max(lat.wall_ms, 1e-3))))
+    timing = replace(settings, seconds=None, runs=runs)
     if round_to == "auto" and lat.blocks:  # whole NCHWc blocks: a step inside one saves no time
         round_to = max(lat.blocks.values())
     macs_terms = MacsModel(c.cg, c.groups)
@@ -91,7 +94,7 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
                            max_ratio=max_ratio, curves=curves, cost=cost)
         predicted = 1 - _model(c, scores, cost).of_plan(plan)
         pruned = apply(c.cg.copy(), keep_map(c.cg, removed_elements(c.all, plan)))
-        measured, a_ms, b_ms = measured_ratio(source, pruned, settings)
+        measured, a_ms, b_ms = measured_ratio(source, pruned, timing)
         attempts.append(Attempt(planned, predicted, measured, 1 - macs_terms.of_plan(plan)))
         found.append((plan, a_ms, b_ms))
         if progress is not None:

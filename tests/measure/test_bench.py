@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import spa
 from spa.testing.graphs import Graph
+from tests.io.test_sizes import strided
 from spa.testing.nets import ALL
 from spa.measure.bench import (BenchSettings, DeviceError, bench, bench_text, block_warnings, cpu_block_size, cpu_info,
                        input_specs, make_session)
@@ -214,3 +215,14 @@ def test_generated_inputs_are_seeded(pair):
     from spa.runtime import random_feeds as generate
     x, y = generate(input_specs(sess, 2), 3), generate(input_specs(sess, 2), 3)
     assert np.array_equal(x["input"], y["input"])
+
+
+def test_dynamic_dims_get_sizes_the_model_runs_at(tmp_path):
+    path = str(tmp_path / "strided.onnx")
+    onnx.save(strided(4), path)  # a 1x1 image cannot pass its stride-2 stack
+    r = bench([path], BenchSettings(batches=(2,), warmup=1, runs=2, threads=1, memory=False))
+    assert r.timing(0, 2).input_shapes == {"x": [2, 3, 32, 32]}
+    assert "x [1, 3, 32, 32]" in r.environment["sizes"] and r.environment["sizes"] in bench_text(r)
+    given = bench([path], BenchSettings(batches=(1,), warmup=1, runs=2, threads=1, memory=False,
+                                        input_shapes={"x": (1, 3, 40, 48)}))
+    assert given.timing(0, 1).input_shapes == {"x": [1, 3, 40, 48]} and "sizes" not in given.environment
