@@ -109,3 +109,13 @@ def test_cli_flag_writes_the_sidecar(tmp_path):
     assert res.exit_code == 0, res.output
     assert "interface: input past_k" in res.output
     assert json.loads((tmp_path / "kv_small.interface.json").read_text())["outputs"]
+
+
+def test_cli_patterns_limit_what_changes(tmp_path):
+    src, out = tmp_path / "kv.onnx", tmp_path / "kv_small.onnx"
+    onnx.save(kv_block(), src)
+    res = CliRunner().invoke(main, ["prune", str(src), str(out), "--ratio", "0.5", "-q",
+                                    "--change-interface", "past_*", "--change-interface", "present_*"])
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "kv_small.interface.json").read_text())
+    assert {i["name"] for i in side["inputs"] + side["outputs"]} == {"past_k", "past_v", "present_k", "present_v"}
