@@ -49,7 +49,7 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
     infos = _group_infos(c.cg, c.groups, stats.macs) + (_group_infos(c.cg2, c.head_dims, stats.macs)
                                                           if c.head_dims else ())
-    notes = ((m.sizes_note,) if m.sizes_note else ()) + tuple(_interface_note(c, False, stats.macs))
+    notes = ((m.sizes_note,) if m.sizes_note else ()) + tuple(_interface_note(c, stats.macs))
     return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())), read_provenance(m.proto),
                     notes)
 
@@ -181,7 +181,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("plan", then="rewrite")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
-    notes = ([m.sizes_note] if m.sizes_note else []) + skipped + _interface_note(c, allow_interface_change, before.macs)
+    notes = ([m.sizes_note] if m.sizes_note else []) + skipped + _interface_note(c, before.macs, cache_like=True)
     if recover and changed_io:
         recover = False
         notes.append("recovery skipped: the graph interface changed (refitting feeds the original's inputs)")
@@ -373,21 +373,24 @@ def _notes(target_macs, before, after, max_ratio) -> tuple:
             f"allow (blocked groups, --max-ratio {max_ratio:g}, --exclude)",)
 
 
-INTERFACE_NOTE_SHARE = 0.05  # groups blocked only by the interface are named from this share of the MACs on
+INTERFACE_NOTE_SHARE = 0.05  # analyze names --allow-interface-change from this share of the MACs on
 
 
-def _interface_note(c, allowed, macs) -> list:
-    """A note naming --allow-interface-change when groups blocked only by the graph's
-    interface carry INTERFACE_NOTE_SHARE of the MACs or more (as one group or together)."""
-    if allowed:
-        return []
+def _interface_note(c, macs, cache_like=False) -> list:
+    """A note naming --allow-interface-change when groups still blocked only by the graph's
+    interface carry INTERFACE_NOTE_SHARE of the MACs or more (together). `cache_like`
+    (prune's result): only when one of them reaches both a graph input and a graph output,
+    as a KV cache does; a classifier's class axis alone is seldom meant to change."""
+    graph = c.cg.model.graph
+    ins, outs = {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
     held = [g for g in c.groups if interface_blocked(g)]
     share = min(1.0, sum(g.macs for g in held) / macs) if macs else 0.0
     if not held or share < INTERFACE_NOTE_SHARE:
         return []
-    graph = c.cg.model.graph
-    io = {t.name for t in list(graph.inputs) + list(graph.outputs)}
-    names = sorted({s[0] for g in held for s in g.spaces if s[0] in io})
+    names = [{s[0] for s in g.spaces} for g in held]
+    if cache_like and not any(n & ins and n & outs for n in names):
+        return []
+    names = sorted(set().union(*names) & (ins | outs))
     shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
     return [f"{len(held)} group(s) with {share:.0%} of the MACs are blocked only because they reach the graph's "
             f"inputs or outputs ({shown}); --allow-interface-change (API: allow_interface_change=True) prunes them "

@@ -8,12 +8,14 @@ import json
 import numpy as np
 from click.testing import CliRunner
 import onnx
+import pytest
 
 import spa
 from spa.cli import main
 from spa.edit import adapt_feeds, adapt_outputs
+from spa.errors import NothingToPrune
 from spa.runtime import run
-from spa.testing.graphs import Graph
+from spa.testing.graphs import Graph, sandwich
 from spa.testing.lookup import group_with
 from spa.testing.oracle import assert_oracle, feeds
 
@@ -63,6 +65,17 @@ def test_blocked_by_default_and_analyze_names_the_option():
     heads = group_with(an, "Wo[0]")
     assert not heads.prunable and "--allow-interface-change" in heads.reason
     assert any("--allow-interface-change" in n for n in an.notes), an.notes
+    with pytest.raises(NothingToPrune, match="--allow-interface-change"):  # x and y are the interface too
+        spa.prune(m, ratio=0.5)
+    r = spa.prune(m, ratio=0.5, allow_interface_change=["x", "y"])  # the cache reaches an input and an output
+    assert any("--allow-interface-change" in n for n in r.notes), r.notes
+
+
+def test_prune_does_not_name_the_option_for_a_class_axis():
+    """Only cache-like groups (through an input to an output) earn the note in prune's result."""
+    m = sandwich()
+    assert any("--allow-interface-change" in n for n in spa.analyze(m).notes)
+    assert not any("--allow-interface-change" in n for n in spa.prune(m, ratio=0.3).notes)
 
 
 def test_kv_cache_heads_pruned_with_the_option(tmp_path):
