@@ -11,9 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from .edit import MAX_RATIO, NORMALIZE, TARGET_SLACK, apply, fold_means, global_plan, keep_map, local_plan
+from .edit import (MAX_RATIO, NORMALIZE, TARGET_SLACK, adapt_shapes, apply, fold_means, global_plan,
+                   interface_changes, keep_map, local_plan, sidecar, sidecar_path)
 from .errors import ModelError, NothingToPrune, UsageError, first_line
-from .graph import couple, oracle_mask, param_count, removed_elements, total_macs
+from .graph import couple, interface_blocked, oracle_mask, param_count, removed_elements, total_macs
 from .measure.bench import BenchSettings, check_settings
 from .measure.target import latency_plan
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
@@ -51,15 +52,17 @@ def analyze(model, input_shapes=None, exclude=()) -> Analysis:
     missing = Counter(n.op for n in m.graph.nodes if rule_for(n) is None)
     infos = _group_infos(c.cg, c.groups, stats.macs) + (_group_infos(c.cg2, c.head_dims, stats.macs)
                                                           if c.head_dims else ())
+    notes = ((m.sizes_note,) if m.sizes_note else ()) + tuple(_interface_note(c, stats.macs))
     return Analysis(m.path or "<model>", stats, infos, tuple(sorted(missing.items())), read_provenance(m.proto),
-                    (m.sizes_note,) if m.sizes_note else ())
+                    notes)
 
 
 def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, reduce="mean",
           global_ranking=False, round_to="auto", exclude=(), input_shapes=None, seed=0,
           force=False, kinds=None, external_data=None, verify=True, compensate=None, calib=None,
           normalize="mean", max_ratio=MAX_RATIO, recover=None, sensitivity=None, progress=None,
-          inputs=None, threads=None, target_latency=None, batch=1, device="cpu") -> PruneResult:
+          inputs=None, threads=None, allow_interface_change=False, target_latency=None, batch=1,
+          device="cpu") -> PruneResult:
     """Prune a model, verify it, and write it if `output` is given.
 
     Args:
@@ -106,6 +109,11 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
             axis 0, extra arrays ignored; None: `calib` when given, else generated inputs.
         threads: threads for onnxruntime sessions and numpy's BLAS during this prune (None: as
             set before, by default onnxruntime's and OpenBLAS's own counts).
+        allow_interface_change: let groups that reach graph inputs or outputs be pruned (True,
+            or glob patterns of the input and output names that may change), e.g. a decoder's
+            KV cache. The pruned model then takes and gives those tensors with the removed
+            elements dropped (PruneResult.interface; with `output`, a JSON sidecar
+            <stem>.interface.json lists each change), and verification feeds and compares them so.
         target_latency: instead of ratio or target_macs, prune globally until the pruned
             model's latency is this share of the original's, measured in onnxruntime with the
             `spa bench` protocol at `batch` on `device` ("cpu" or "cuda") with `threads`
@@ -134,6 +142,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     _check_args(ratio, target_macs, round_to, reduce, kinds, normalize, max_ratio, global_ranking,
                 target_latency is not None)
     latency = _latency_settings(target_latency, ratio, target_macs, kinds, batch, device, threads)
+    if latency is not None and allow_interface_change:
+        raise UsageError("--target-latency cannot be combined with --allow-interface-change yet (the timed "
+                         "variants would take other inputs than the original)")
     if recover is None:
         recover = calib is not None
     criterion = check_criterion(criterion, calib is not None, recover)
@@ -151,7 +162,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     reference = _reference(m, feeds, clock) if verify else None
     local = target_macs is None and target_latency is None and not global_ranking
     clock.begin("graph")
-    c = couple(m, exclude, head_dims=local)
+    c = couple(m, exclude, head_dims=local, interface=allow_interface_change)
     clock.lap("graph", then="score")
     before = _stats(m, c.cg.ctx, m.file_size)
     data = None if calib is None else read_calib(calib, m.proto)
@@ -185,10 +196,14 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     if not plan:
         raise NothingToPrune(f"{where}: the settings remove no channel")
     keep = keep_map(c.cg, removed_elements(c.all, plan))
+    changed_io = interface_changes(m.proto, keep)
     clock.lap("plan", then="rewrite")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
-    notes = ([m.sizes_note] if m.sizes_note else []) + skipped
+    notes = ([m.sizes_note] if m.sizes_note else []) + skipped + _interface_note(c, before.macs, cache_like=True)
+    if recover and changed_io:
+        recover = False
+        notes.append("recovery skipped: the graph interface changed (refitting feeds the original's inputs)")
     if recover and data is None:
         data = _synthetic(m)
     if recover and external:
@@ -199,14 +214,18 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
                 "exclude": list(exclude), "input_shapes": _shapes(input_shapes), "seed": seed,
                 "calib": calib if calib is None or isinstance(calib, str) else "<arrays>", "recover": recover,
                 "compensate": compensate, "verify": verify,
-                "inputs": inputs if inputs is None or isinstance(inputs, str) else "<arrays>"}
-    mark = _Provenance(m, before, criterion, settings, checked=reference is not None)
+                "inputs": inputs if inputs is None or isinstance(inputs, str) else "<arrays>",
+                "allow_interface_change": allow_interface_change if isinstance(allow_interface_change, bool)
+                else list(allow_interface_change)}
+    mark = _Provenance(m, before, criterion, settings, checked=reference is not None, interface=changed_io)
     try:
         if external:
             pruned, verdict, size = _write_external(m, edited, keep, output, feeds, reference, clock, measure, mark)
         else:
             pruned, verdict, size = _write_proto(m, edited, keep, output, feeds, reference, clock, fit, measure,
                                                  mark)
+        if output is not None and allow_interface_change:
+            _write_text(sidecar_path(os.fspath(output)), sidecar(changed_io))
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     after = Stats(mark.after.params, mark.after.macs, size)
@@ -217,7 +236,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
                        verdict, clock.times, oracle_mask(c, plan), pruned, exact, updates, criterion, keep,
                        _notes(target_macs, before, after, max_ratio) + tuple(notes), fit and fit.report,
                        {gid: tuple(zip(cv.counts.tolist(), cv.errors.tolist())) for gid, cv in curves.items()},
-                       timed)
+                       changed_io, timed)
 
 
 def default_criterion(m) -> str:
@@ -391,6 +410,37 @@ def _notes(target_macs, before, after, max_ratio) -> tuple:
             f"allow (blocked groups, --max-ratio {max_ratio:g}, --exclude)",)
 
 
+INTERFACE_NOTE_SHARE = 0.05  # analyze names --allow-interface-change from this share of the MACs on
+
+
+def _interface_note(c, macs, cache_like=False) -> list:
+    """A note naming --allow-interface-change when groups still blocked only by the graph's
+    interface carry INTERFACE_NOTE_SHARE of the MACs or more (together). `cache_like`
+    (prune's result): only when one of them reaches both a graph input and a graph output,
+    as a KV cache does; a classifier's class axis alone is seldom meant to change."""
+    graph = c.cg.model.graph
+    ins, outs = {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
+    held = [g for g in c.groups if interface_blocked(g)]
+    share = min(1.0, sum(g.macs for g in held) / macs) if macs else 0.0
+    if not held or share < INTERFACE_NOTE_SHARE:
+        return []
+    names = [{s[0] for s in g.spaces} for g in held]
+    if cache_like and not any(n & ins and n & outs for n in names):
+        return []
+    names = sorted(set().union(*names) & (ins | outs))
+    shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+    return [f"{len(held)} group(s) with {share:.0%} of the MACs are blocked only because they reach the graph's "
+            f"inputs or outputs ({shown}); --allow-interface-change (API: allow_interface_change=True) prunes them "
+            "and writes <output stem>.interface.json describing the new interface"]
+
+
+def _write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _main_blocker(groups) -> str:
     top = max(groups, key=lambda g: g.macs, default=None)
     if top is None or not top.blockers:
@@ -472,12 +522,13 @@ class _Provenance:
     """Measures the pruned model (params, MACs: `after`) and records the prune in its
     metadata_props (spa.report.provenance), after verification and before it is written."""
 
-    def __init__(self, m, before, criterion, settings, checked):
+    def __init__(self, m, before, criterion, settings, checked, interface=()):
         self.m, self.before, self.criterion, self.settings, self.checked = m, before, criterion, settings, checked
-        self.after = None
+        self.after, self.interface = None, interface
 
     def __call__(self, pruned, src=None):
-        pm = load(src or pruned, self.m.input_shapes, checked=self.checked, dynamic=False)
+        shapes = adapt_shapes(self.interface, self.m.input_shapes)
+        pm = load(src or pruned, shapes, checked=self.checked, dynamic=False)
         self.after = _stats(pm, Ctx(pm), 0)
         stamp(pruned, provenance(self.m.path or "<model>", self.settings, self.criterion, self.before, self.after))
 
@@ -494,7 +545,7 @@ def _write_proto(m, cg, keep, output, feeds, reference, clock, fit, measure, mar
     if reference is not None:
         clock.begin("verify")
         verdict = check_pruned(_source(m), pruned, feeds, reference, clock.times, m.path or "<model>", _probe(m),
-                               *measure, progress=clock.steps("verify"))
+                               *measure, progress=clock.steps("verify"), interface=mark.interface)
         clock.skip()
     clock.begin("stats")
     mark(pruned)
@@ -523,7 +574,7 @@ def _write_external(m, cg, keep, output, feeds, reference, clock, measure, mark)
         if reference is not None:
             clock.begin("verify")
             verdict = check_pruned(_source(m), st.model, feeds, reference, clock.times, m.path or "<model>",
-                                   _probe(m), *measure, progress=clock.steps("verify"))
+                                   _probe(m), *measure, progress=clock.steps("verify"), interface=mark.interface)
             clock.skip()
         clock.begin("stats")
         mark(pruned, st.model)

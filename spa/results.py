@@ -100,6 +100,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class InterfaceChange:
+    """A graph input or output that pruning shrank (allow_interface_change)."""
+
+    name: str
+    kind: str  # "input" or "output"
+    old_shape: tuple  # as declared: an int, a symbolic dim's name, or None
+    new_shape: tuple
+    kept: dict  # {axis: kept indices}
+
+
+@dataclass(frozen=True)
 class GroupChange:
     id: int
     before: int
@@ -126,6 +137,7 @@ class PruneResult:
     notes: tuple = ()  # what the user should know about the result (a MACs target out of reach)
     recovery: object = None  # recover.RecoveryReport when weights were refitted on calibration data
     sensitivity: dict = field(default_factory=dict)  # {group id: ((channels removed, output error), ...)} measured
+    interface: tuple = ()  # InterfaceChange of each graph input and output that shrank (allow_interface_change)
     latency: object = None  # measure.target.LatencyReport of a --target-latency plan
 
     @property
@@ -140,6 +152,7 @@ class PruneResult:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sinks", "model", "updates", "keep", "recovery", "latency")}
         d = {k: asdict(v) if is_dataclass(v) else v for k, v in d.items()}
         d["changes"] = [asdict(c) for c in self.changes]
+        d["interface"] = [asdict(c) for c in self.interface]
         d["macs_reduction"] = self.macs_reduction
         d["params_reduction"] = self.params_reduction
         d["recovery"] = None if self.recovery is None else self.recovery.to_dict()

@@ -95,6 +95,12 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
               help="Also write an HTML report: the graph with each group before and after, the fidelity, the timings.")
 @click.option("--external-data", is_flag=True, default=None,
               help="Write tensors of 1 KB or more to OUTPUT.data (automatic when weights exceed 2 GB).")
+@click.option("--allow-interface-change", is_flag=True,
+              help="Also prune groups that reach graph inputs or outputs (a KV cache, feature outputs); writes "
+                   "<OUTPUT stem>.interface.json with each changed input and output.")
+@click.option("--change-interface", "interface_patterns", multiple=True, metavar="PATTERN",
+              help="As --allow-interface-change, for the graph inputs and outputs whose names match this glob "
+                   "pattern only (repeatable), e.g. 'past_key_values.*' 'present.*'.")
 @click.option("--threads", type=click.IntRange(min=0),
               help="Threads for onnxruntime and numpy's BLAS (default: their own counts; 1 is often faster "
                    "on a busy machine).")
@@ -103,7 +109,7 @@ def analyze(model, verbose, html_path, input_shapes, exclude, as_json):
 def prune(model, output, ratio, target_macs, target_latency, batch, device, heads, head_dim, mlp, hidden, criterion,
           calib, inputs, recover,
           sensitivity, quiet, reduce, global_ranking, normalize, max_ratio, round_to, seed, force, report_path,
-          external_data, threads, input_shapes, exclude, as_json):
+          external_data, allow_interface_change, interface_patterns, threads, input_shapes, exclude, as_json):
     """Prune MODEL and write OUTPUT (default: <stem>.pruned.onnx beside MODEL)."""
     with Progress(enabled=not quiet) as progress:
         result = spa_api.prune(model, output or spa_api.default_output(model), ratio=ratio, target_macs=target_macs,
@@ -113,6 +119,7 @@ def prune(model, output, ratio, target_macs, target_latency, batch, device, head
                                external_data=external_data or None, calib=calib, normalize=normalize,
                                max_ratio=max_ratio, recover=recover, sensitivity=sensitivity,
                                progress=progress if not quiet else None, inputs=inputs, threads=threads,
+                               allow_interface_change=allow_interface_change or interface_patterns,
                                target_latency=target_latency, batch=batch, device=device)
     click.echo(to_json(result.to_dict()) if as_json else prune_text(result))
     if report_path:

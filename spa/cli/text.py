@@ -25,6 +25,7 @@ def prune_text(r) -> str:
     out = table(rows, ("", "before", "after", "change"))
     where = r.output or "(not written)"
     notes = "".join(f"note: {n}\n" for n in r.notes)
+    notes += "".join(f"interface: {c.kind} {c.name} {list(c.old_shape)} -> {list(c.new_shape)}\n" for c in r.interface)
     if r.recovery is not None:
         notes += r.recovery.summary() + "\n"
     if r.latency is not None:

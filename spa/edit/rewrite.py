@@ -14,6 +14,7 @@ from ..io import const_value, infer, with_shapes
 from ..io.external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
 from ..io.qop import lower
 from ..io.quant import FIXED, dequantize, dq_node, requantize
+from .interface import with_sizes
 
 
 PACKED = ("int4", "uint4")  # two values a byte in ONNX
@@ -52,7 +53,8 @@ def apply(cg: ChannelGraph, keep: dict, sink=None) -> onnx.ModelProto:
         write_const(ctx, ctx.tensors[name], value, sink)
     for t in dequantized:
         ctx.remember(t, dequantize(dq_node(t)))
-    return export(cg.model, graph, sink)
+    io = {t.name for t in list(graph.inputs) + list(graph.outputs)}
+    return export(cg.model, graph, sink, {s: len(idx) for s, idx in keep.items() if s[0] in io})
 
 
 def write_const(ctx, t, value, sink=None):
@@ -177,11 +179,12 @@ def _pack(graph):
             c.values = LazyValues(onnx.numpy_helper.from_array(v, c.name))
 
 
-def export(model, graph, sink=None) -> onnx.ModelProto:
+def export(model, graph, sink=None, resized=None) -> onnx.ModelProto:
     """Export with intermediate shapes dropped and re-inferred; keep model metadata.
 
     With a `sink` (io.DataFile), large initializers are written to that data file and the
-    returned proto refers to it; otherwise every tensor is held in the proto.
+    returned proto refers to it; otherwise every tensor is held in the proto. `resized`:
+    {(graph input or output, axis): new size} where pruning changed the interface.
     """
     io = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
     for name, t in graph.tensors().items():
@@ -199,7 +202,8 @@ def export(model, graph, sink=None) -> onnx.ModelProto:
     del out.graph.value_info[:]
     src = model.proto
     inits = {t.name for t in src.graph.initializer}
-    declared = {vi.name: vi for vi in list(src.graph.input) + list(src.graph.output) if vi.name not in inits}
+    declared = {vi.name: with_sizes(vi, resized or {}) for vi in list(src.graph.input) + list(src.graph.output)
+                if vi.name not in inits}
     for vi in list(out.graph.input) + list(out.graph.output):
         if vi.name in declared:  # keep dynamic dims as the original declares them
             vi.CopyFrom(declared[vi.name])

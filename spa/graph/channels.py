@@ -9,6 +9,7 @@ index arrays `ia`/`ib`: element ia[k] of space `a` goes with ib[k] of the other 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, replace
 
 import networkx as nx
@@ -35,8 +36,20 @@ class ChannelGraph:
         return ChannelGraph(model, Ctx(model, self.ctx.inner), self.g, flows, self.same)
 
 
-def build(model: Model, inner: bool = False) -> ChannelGraph:
-    """Run every node's rule and collect links, roles and blockers (`inner`: see Ctx)."""
+INTERFACE = "SPA keeps the model's interface; --allow-interface-change lets it change"
+
+
+def interface_allowed(interface, name) -> bool:
+    """Whether graph input or output `name` may change: `interface` is a bool, or glob
+    patterns of the names that may."""
+    if isinstance(interface, bool) or interface is None:
+        return bool(interface)
+    return any(fnmatch.fnmatchcase(name, p) for p in interface)
+
+
+def build(model: Model, inner: bool = False, interface=False) -> ChannelGraph:
+    """Run every node's rule and collect links, roles and blockers (`inner`: see Ctx;
+    `interface`: graph inputs and outputs that may change, see interface_allowed)."""
     ctx = Ctx(model, inner)
     g = nx.MultiGraph()
     flows = []
@@ -62,10 +75,11 @@ def build(model: Model, inner: bool = False) -> ChannelGraph:
                 g.nodes[s]["tag"] = tag
     for t, where in [(t, "graph input") for t in model.graph.inputs] + \
                     [(t, "graph output") for t in model.graph.outputs]:
+        if interface_allowed(interface, t.name):
+            continue
         for axis in range(ctx.rank(t) or 0):
             if (t.name, axis) in g:
-                g.nodes[(t.name, axis)]["blockers"].append(f"'{t.name}' is a {where} (SPA keeps the model's "
-                                                           "interface)")
+                g.nodes[(t.name, axis)]["blockers"].append(f"'{t.name}' is a {where} ({INTERFACE})")
     same = [c for _, _, flow in flows for c in flow.same]
     return ChannelGraph(model, ctx, g, flows, same)
 

@@ -26,17 +26,18 @@ class Coupling:
         return list(self.groups) + list(self.head_dims)
 
 
-def couple(m, exclude=(), head_dims=True) -> Coupling:
+def couple(m, exclude=(), head_dims=True, interface=False) -> Coupling:
     """Build the channel graph of a loaded model and find its coupled groups.
 
     Args:
         m: an io.Model.
         exclude: glob patterns of node or tensor names whose groups are protected.
         head_dims: also find head_dim groups (local plans only prune them).
+        interface: graph inputs and outputs that may change (channels.interface_allowed).
     """
-    cg = build(m)
+    cg = build(m, interface=interface)
     groups = find_groups(cg, exclude)
-    cg2, found = head_dim_groups(m, groups, exclude) if head_dims else (None, [])
+    cg2, found = head_dim_groups(m, groups, exclude, interface) if head_dims else (None, [])
     return Coupling(cg, groups, cg2, found)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .channels import ChannelGraph
+from .channels import INTERFACE, ChannelGraph
 from .macs import node_macs
 
 
@@ -32,6 +32,11 @@ class Group:
 
     def params(self, g):
         return [s for s in self.spaces if g.nodes[s]["param"]]
+
+
+def interface_blocked(group) -> bool:
+    """The group is blocked only because it reaches the graph's inputs or outputs."""
+    return bool(group.blockers) and all(INTERFACE in why for why in group.blockers)
 
 
 def union_find(n, u, v):

@@ -16,11 +16,11 @@ from .channels import build
 from .groups import find_groups
 
 
-def head_dim_groups(m, groups, exclude=()):
+def head_dim_groups(m, groups, exclude=(), interface=False):
     """(second ChannelGraph or None, its prunable head_dim groups renumbered after `groups`)."""
     if not any(g.kind == "heads" for g in groups):
         return None, []
-    cg = build(m, inner=True)
+    cg = build(m, inner=True, interface=interface)
     found = [g for g in find_groups(cg, exclude) if g.kind == "head_dim" and g.prunable]
     return cg, [replace(g, id=len(groups) + k) for k, g in enumerate(found)]
 

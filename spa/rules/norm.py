@@ -23,6 +23,11 @@ class BatchNormalization(Rule):
 
 @register
 class InstanceNormalization(Rule):
+    """Per-channel statistics. A scale or bias with one value for every channel (GroupNorm
+    lowered to Reshape -> InstanceNorm -> Reshape: ones and zeros, which an exporter may
+    share between every norm) is not linked, else it would tie unrelated norms: shrink
+    gives the node a fresh one of the kept size."""
+
     ops = ("InstanceNormalization",)
 
     def couple(self, node, flow):
@@ -30,8 +35,25 @@ class InstanceNormalization(Rule):
         flow.identity(x, 0, y, 0)
         flow.identity(x, 1, y, 1)
         for t in node.inputs[1:3]:
-            flow.identity(t, 0, y, 1)
-            flow.param(t, 0, "elem")
+            if _uniform(flow.ctx.const(t)) is None:
+                flow.identity(t, 0, y, 1)
+                flow.param(t, 0, "elem")
+
+    def shrink(self, node, ctx, keep):
+        kept = keep.get((node.outputs[0].name, 1))
+        if kept is None:
+            return
+        for i in (1, 2):
+            value = _uniform(ctx.const(node.inputs[i])) if i < len(node.inputs) else None
+            if value is not None:
+                ctx.set_input(node, i, np.full(len(kept), value, dtype=ctx.const(node.inputs[i]).dtype))
+
+
+def _uniform(value):
+    """The one value of a 1-D constant whose elements are all equal, else None."""
+    if value is None or value.ndim != 1 or not value.size or not np.all(value == value[0]):
+        return None
+    return value[0]
 
 
 @register

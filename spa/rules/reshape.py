@@ -70,6 +70,33 @@ def couple_segments(flow, x, y, xs, ys):
                        np.arange(xs[big_x[0]]))
             for b in big_y[1:]:
                 flow.refuse(y, b, f"{flow.node.op} splits axis {big_x[0]} into axis {b}")
+        elif big_x and big_y and not flow.ctx.inner:
+            _regroup(flow, x, y, xs, ys, big_x, big_y)
+
+
+def _regroup(flow, x, y, xs, ys, big_x, big_y):
+    """Several axes on both sides (GroupNorm lowered to InstanceNorm: [N, C, H, W] to
+    [N, G, C/G*H*W] and back). Where the outermost axis of one side is a whole number of
+    blocks of the other's outermost axis, element g of the coarser one holds elements
+    g*k .. g*k+k-1 of the finer one (k = ratio of their sizes): they go together. The other
+    axes are refused."""
+    a, b = min(big_x), min(big_y)
+    if flow.ctx.dynamic(x, a) or flow.ctx.dynamic(y, b):
+        return
+    if xs[a] % ys[b] == 0:
+        k = xs[a] // ys[b]
+        flow.pairs(x, a, y, b, np.arange(xs[a]), np.arange(xs[a]) // k)
+    elif ys[b] % xs[a] == 0:
+        k = ys[b] // xs[a]
+        flow.pairs(y, b, x, a, np.arange(ys[b]), np.arange(ys[b]) // k)
+    else:
+        return
+    for c in big_x:
+        if c != a:
+            flow.refuse(x, c, f"{flow.node.op} merges axis {c} with axis {a}")
+    for c in big_y:
+        if c != b:
+            flow.refuse(y, c, f"{flow.node.op} merges axis {c} with axis {b}")
 
 
 def _innermost(axes, flow, t):
@@ -99,17 +126,23 @@ def _after_permute(axes, y):
     return sorted(axes, key=perm.index)
 
 
+RUNTIME = "runtime"  # shape_spec's pieces for a target that is a Shape: nothing to rewrite
+
+
 def shape_spec(node, ctx):
     """The target shape of a Reshape as a list of ints, None for entries known only at run time.
 
-    Returns (spec, pieces) where pieces lists (concat input index, position) per entry, or
-    (None, None) when even the length is unknown.
+    Returns (spec, pieces) where pieces lists (concat input index, position) per entry (RUNTIME:
+    the target is the Shape of a tensor), or (None, None) when even the length is unknown.
     """
     t = node.inputs[1]
     v = ctx.const(t)
     if v is not None:
         return [int(x) for x in v.reshape(-1)], None
     prod = t.inputs[0] if len(t.inputs) == 1 else None
+    if prod is not None and prod.op == "Shape" and not prod.attrs.get("start") and prod.attrs.get("end") is None:
+        src = ctx.shape(prod.inputs[0])  # the whole shape of a tensor, read at run time: it follows that tensor
+        return (None, None) if src is None else ([None] * len(src), RUNTIME)
     if prod is None or prod.op != "Concat":
         return None, None
     spec, pieces = [], []
@@ -167,7 +200,7 @@ class Reshape(Rule):
 
 def _write_spec(node, ctx, spec, new, pieces):
     """Store a changed shape target: the constant itself, or the Concat pieces that changed."""
-    if new == spec:
+    if new == spec or pieces == RUNTIME:
         return
     if pieces is None:
         ctx.set_input(node, 1, np.asarray(new, dtype=np.int64))

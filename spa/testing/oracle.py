@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import spa
+from spa.edit import adapt_feeds, adapt_outputs, mask_feeds
 from spa.runtime import random_inputs, run
 
 
@@ -21,11 +22,15 @@ def feeds(model, batch=2, seed=1):
 
 def assert_oracle(model, result, rtol=1e-4, atol=1e-5, scaled=True):
     """Pruned outputs equal the masked original's, and differ from the unmasked original's;
-    `scaled`: atol is relative to the largest masked output (else absolute)."""
+    `scaled`: atol is relative to the largest masked output (else absolute). Where the
+    prune changed the interface, the pruned model is fed the inputs with the removed elements
+    dropped (the masked original: with them zeroed), and both originals' changed outputs
+    are compared at the kept elements."""
     x = feeds(model)
-    masked = run(spa.masked(model, result.sinks, result.updates), x)
-    pruned = run(result.model, x)
-    original = run(model, x)
+    masked_x = mask_feeds(result.interface, x)
+    masked = adapt_outputs(result.interface, run(spa.masked(model, result.sinks, result.updates), masked_x))
+    pruned = run(result.model, adapt_feeds(result.interface, x))
+    original = adapt_outputs(result.interface, run(model, x))
     changed = False
     for name, want in masked.items():
         assert np.all(np.isfinite(want)), f"{name}: non-finite outputs make the comparison meaningless"

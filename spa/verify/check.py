@@ -8,6 +8,7 @@ import time
 import numpy as np
 import onnx
 
+from ..edit import adapt_feeds, adapt_outputs, resized, with_sizes
 from ..errors import VerifyError, first_line
 from ..io import full_check
 from ..protos import NP_TYPES, graph_inputs, value_infos
@@ -22,7 +23,7 @@ MEASURE_MAX = 64  # at most this many samples of given data (--calib) are measur
 
 def verify(original, pruned, feeds: dict, reference: dict | None = None,
            timings: dict | None = None, where: str = "<model>", probe: dict | None = None,
-           data: dict | None = None, label: str = "", progress=None) -> Verdict:
+           data: dict | None = None, label: str = "", progress=None, interface=()) -> Verdict:
     """Check a pruned model and measure how far its outputs moved; raise VerifyError
     naming the first failed check.
 
@@ -42,6 +43,9 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
             samples where dim 0 of every input is dynamic, else `feeds`.
         label: where `data` came from, for Verdict.inputs.
         progress: optional callable(i, n, name) after each check and each run.
+        interface: InterfaceChange records (allow_interface_change): the pruned model is fed
+            the inputs with removed elements dropped, and its changed outputs are compared
+            with the original's kept elements.
 
     Returns:
         A Verdict: the checks passed, and Verdict.fidelity per output (cosine, max abs,
@@ -56,24 +60,25 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
         full_check(pruned, blob)
     except Exception as exc:  # checker and shape inference raise several types
         raise VerifyError(f"pruned model fails onnx.checker: {first_line(exc)}") from exc
-    if value_infos(proto.graph.output) != value_infos(_proto(pruned).graph.output):
+    if value_infos([with_sizes(vi, resized(interface)) for vi in proto.graph.output]) != value_infos(_proto(pruned).graph.output):
         raise VerifyError("pruned model declares different output names, types or shapes")
+    fed = adapt_feeds(interface, feeds)
     t1 = time.perf_counter()
     step("checker")
     try:
         if blob is not None:  # two sessions: one could hide a non-deterministic load
-            first = run(blob, feeds)
+            first = run(blob, fed)
             step("run 1")
-            second = run(blob, feeds)
+            second = run(blob, fed)
         else:
             pruned = session(pruned)  # one session for the checks and the measurement
-            first = run(pruned, feeds)
+            first = run(pruned, fed)
             step("run 1")
-            second = run(pruned, feeds)
+            second = run(pruned, fed)
         step("run 2")
     except Exception as exc:  # onnxruntime errors have no common base class
         raise VerifyError(f"onnxruntime cannot run the pruned model: {first_line(exc)}") from exc
-    ref = reference if reference is not None else run_original(original, feeds, where)
+    ref = adapt_outputs(interface, reference if reference is not None else run_original(original, feeds, where))
     if timings is not None:
         timings.update(checker=t1 - t0, onnxruntime=time.perf_counter() - t1)
     for name, want in ref.items():
@@ -84,11 +89,11 @@ def verify(original, pruned, feeds: dict, reference: dict | None = None,
         if not _equal(got, second[name]):
             raise VerifyError(f"output {name!r} is not deterministic")
     if probe is not None:
-        _check_probe(original, blob if blob is not None else pruned, probe)
+        _check_probe(original, blob if blob is not None else pruned, probe, interface)
     step("other input sizes")
     t2 = time.perf_counter()
     figures, inputs, samples = _measure(original, blob if blob is not None else pruned, feeds, ref, first,
-                                        data, pieces, label, step)
+                                        data, pieces, label, step, interface)
     if timings is not None:
         timings["fidelity"] = time.perf_counter() - t2
     return Verdict(checker=True, runs=True, outputs_match=True, deterministic=True, fidelity=figures,
@@ -107,7 +112,7 @@ class _Steps:
             self.progress(self.i, self.n, name)
 
 
-def _measure(original, pruned, feeds, ref, first, data, pieces, label, step) -> tuple:
+def _measure(original, pruned, feeds, ref, first, data, pieces, label, step, interface=()) -> tuple:
     """(fidelity per output, what it was measured on, samples): on `pieces` of `data` when
     given, else of SAMPLES generated samples where the batch is dynamic, else on the
     verification inputs."""
@@ -119,8 +124,8 @@ def _measure(original, pruned, feeds, ref, first, data, pieces, label, step) -> 
     fallback = "generated (standard normal, the verification inputs)"
     if pieces:
         try:
-            want = _chunked(original, pieces, step, "original")
-            got = _chunked(pruned, pieces, step, "pruned")
+            want = adapt_outputs(interface, _chunked(original, pieces, step, "original"))
+            got = _chunked(pruned, [adapt_feeds(interface, p) for p in pieces], step, "pruned")
             return fidelity_all(want, got), where, sum(_count(p) for p in pieces)
         except Exception as exc:  # onnxruntime errors have no common base class: use the verification run
             if data is not None:
@@ -181,14 +186,14 @@ def _count(feeds) -> int:
     return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
-def _check_probe(original, pruned, feeds):
+def _check_probe(original, pruned, feeds, interface=()):
     try:
-        want = run(original, feeds)
+        want = adapt_outputs(interface, run(original, feeds))
     except Exception:  # onnxruntime errors have no common base class
         return  # the original takes no other size either
     sizes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
     try:
-        got = run(pruned, feeds)
+        got = run(pruned, adapt_feeds(interface, feeds))
     except Exception as exc:  # onnxruntime errors have no common base class
         raise VerifyError(f"the pruned model fails at other input sizes ({sizes}): {first_line(exc)}") from exc
     for name, w in want.items():

@@ -25,15 +25,16 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
     model = load(original)
     ctx = Ctx(model)
     values = {}
+    for kind, name, delta in updates:
+        if kind == "weight":
+            value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
+            value[...] = value.astype(np.float64) + delta
+    # after the updates: the pruned model drops these slices whatever an update added to them
     for name, axis, idx in sinks:  # one tensor may be cut by several groups (heads and head_dim)
         value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
         index = [slice(None)] * value.ndim
         index[axis] = np.asarray(idx)
         value[tuple(index)] = 0
-    for kind, name, delta in updates:
-        if kind == "weight":
-            value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
-            value[...] = value.astype(np.float64) + delta
     for name, value in values.items():
         write_const(ctx, ctx.tensors[name], value)
     nodes = {n.outputs[0].name: n for n in model.graph.nodes if n.outputs}

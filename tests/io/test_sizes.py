@@ -80,7 +80,7 @@ def test_prune_says_which_sizes():
     r = spa.prune(model, ratio=0.3, round_to=1)
     assert r.verdict.outputs_match and r.changes
     assert any("dynamic dims set to x [1, 3, 32, 32]" in n for n in r.notes)
-    assert spa.analyze(model).notes == r.notes[:1]
+    assert spa.analyze(model).notes[:1] == r.notes[:1]  # (analyze may add a note on the interface)
 
 
 def test_given_shapes_are_kept():

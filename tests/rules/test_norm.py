@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import spa
-from spa.testing.graphs import sandwich
-from spa.testing.lookup import attr, group_with, shape
+from spa.testing.graphs import Graph, sandwich
+from spa.testing.lookup import attr, group_with, input_value, node, producer, shape
 from spa.testing.oracle import check_oracle
 
 
@@ -74,6 +74,79 @@ def test_group_normalization_runs_in_onnxruntime():
     m = _group_norm(4)
     out = run(m, feeds(m))["fc"]
     assert out.shape == (2, 5) and np.all(np.isfinite(out))
+
+
+def _lowered_group_norm(num_groups, runtime_shape, twice=False):
+    """GroupNorm as exporters lower it (twice: two norms sharing the ones/zeros constants):
+
+        x [N,8,8,8] -> Reshape [0,G,-1] -> InstanceNorm(ones[G], zeros[G]) -> Reshape to
+        Shape(x) (runtime_shape) or [0,8,8,8] -> Mul w[8,1,1] -> Add b[8,1,1]
+    """
+    def norm(g, x, k):
+        if k == 0:
+            g.init("ones", np.ones(num_groups, np.float32))
+            g.init("zeros", np.zeros(num_groups, np.float32))
+        t = g.op("Reshape", [x, g.ints(f"split{k}_shape", [0, num_groups, -1])], name=f"split{k}")
+        t = g.op("InstanceNormalization", [t, "ones", "zeros"], name=f"in{k}")
+        target = g.op("Shape", [x]) if runtime_shape else g.ints(f"merge{k}_shape", [0, 8, 8, 8])
+        t = g.op("Reshape", [t, target], name=f"merge{k}")
+        t = g.op("Mul", [t, g.w(f"gn_s{k}", 8, 1, 1, lo=0.5, hi=1.5)])
+        return g.op("Add", [t, g.w(f"gn_b{k}", 8, 1, 1, scale=0.5)])
+
+    def fn(g, x):
+        x = norm(g, x, 0)
+        if twice:
+            x = g.conv(g.op("Relu", [x]), 8, 8, name="mid")
+            x = norm(g, x, 1)
+        return x
+
+    return sandwich(fn)
+
+
+@pytest.mark.parametrize("runtime_shape", [False, True])
+@pytest.mark.parametrize("num_groups,kept_groups", [(4, 3), (8, 6)])
+def test_group_norm_lowered_to_instance_norm_prunes_whole_groups(num_groups, kept_groups, runtime_shape):
+    m = _lowered_group_norm(num_groups, runtime_shape)
+    gr = group_with(spa.analyze(m), "gn_s0[0]")
+    assert gr.prunable and gr.channels == num_groups, gr.reason
+    r = check_oracle(m, ratio=0.3)
+    per = 8 // num_groups
+    assert shape(r.model, "gn_s0") == (kept_groups * per, 1, 1)
+    removed = np.asarray(dict(((n, a), i) for n, a, i in r.sinks)[("tail_w", 1)])
+    assert np.all(np.bincount(removed // per) % per == 0)  # only whole norm groups go
+    if not runtime_shape:  # load folds Shape(x) here: the batch follows the input alone
+        assert input_value(r.model, "merge0", 1)[1] == kept_groups * per
+    assert input_value(r.model, "split0", 1)[1] == kept_groups
+
+
+def test_lowered_group_norm_with_a_target_read_at_run_time():
+    """The batch comes from a second input (a U-Net's timestep), so Shape(x) stays a run-time
+    value: the merging Reshape follows x and keeps its Shape target.
+
+        input -> conv0 -> Add(Unsqueeze(t)) = x -> Reshape [0,4,-1] -> InstanceNorm -> Reshape Shape(x) -> tail
+    """
+    g = Graph(0)
+    x = g.op("Add", [g.conv("input", 3, 8, name="conv0"), g.op("Unsqueeze", ["t", g.ints("axes", [1, 2, 3])])])
+    t = g.op("Reshape", [x, g.ints("split_shape", [0, 4, -1])], name="split0")
+    t = g.op("InstanceNormalization", [t, g.init("ones", np.ones(4, np.float32)),
+                                       g.init("zeros", np.zeros(4, np.float32))], name="in0")
+    t = g.op("Reshape", [t, g.op("Shape", [x])], name="merge0")
+    m = g.model({"input": ["N", 3, 8, 8], "t": ["M"]}, [g.conv(t, 8, 6, name="tail")])
+    gr = group_with(spa.analyze(m), "tail_w[1]")
+    assert gr.prunable and gr.channels == 4, gr.reason
+    r = check_oracle(m, ratio=0.3)
+    assert producer(r.model, node(r.model, "merge0").input[1]).op_type == "Shape"
+    assert input_value(r.model, "split0", 1)[1] == 3 and shape(r.model, "tail_w")[1] == 6
+
+
+def test_lowered_group_norms_sharing_ones_and_zeros_stay_apart():
+    """Exporters share the ones/zeros of every norm: that must not tie the two norms' groups."""
+    m = _lowered_group_norm(4, True, twice=True)
+    an = spa.analyze(m)
+    first, second = group_with(an, "gn_s0[0]"), group_with(an, "gn_s1[0]")
+    assert first.id != second.id and first.prunable and second.prunable
+    r = check_oracle(m, ratio=0.3)
+    assert {first.id, second.id} <= {c.id for c in r.changes}
 
 
 def _layer_norm(axis):
