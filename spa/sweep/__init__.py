@@ -8,6 +8,7 @@ from . import plan
 from .plan import DEFAULT, KNOBS, Candidate, Pick, Settings, criteria, parse_pick, values
 from .task import TIMING_KEYS, comparable, run_candidate
 from .text import sweep_text
+from ..view.pareto import front
 
 __all__ = ["sweep", "SweepResult", "WorkerDied", "cpu_slots", "DEFAULT", "KNOBS", "Candidate", "Pick", "Settings",
-           "criteria", "parse_pick", "values", "TIMING_KEYS", "comparable", "run_candidate", "sweep_text"]
+           "criteria", "parse_pick", "values", "TIMING_KEYS", "comparable", "run_candidate", "sweep_text", "front"]
