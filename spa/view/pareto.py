@@ -17,7 +17,8 @@ CSS = """body{font:14px system-ui,sans-serif;margin:16px;color:#222}h2{margin:24
 .front-line{fill:none;stroke:#888;stroke-dasharray:4 3}.axis{stroke:#444}.tick{font-size:11px;fill:#555}
 table{border-collapse:collapse;margin-top:8px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 td:first-child,th:first-child{text-align:left}tr.sel{background:#ffe7c2}tr.row{cursor:pointer}
-#detail{position:sticky;top:0;background:#fff;border:1px solid #ccc;padding:8px;margin:8px 0;min-height:2em}
+body{margin-right:400px}#detail{position:fixed;right:8px;top:8px;width:370px;max-height:92vh;overflow:auto;
+background:#fff;border:1px solid #ccc;padding:8px;font-size:13px}
 .legend span{display:inline-block;margin-right:12px}.err{color:#b00}"""
 
 JS = """const data=JSON.parse(document.getElementById('sweep-data').textContent);
