@@ -47,6 +47,9 @@ def local(candidates, settings, out_dir, jobs: int):
     Raises:
         WorkerDied: a worker ended without a result; the records yielded so far stand.
     """
+    if not candidates:
+        return
+    jobs = min(jobs, len(candidates))
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding BLAS and onnxruntime threads
     slots = None
     sets = cpu_slots(jobs, settings.threads)
@@ -72,6 +75,8 @@ def on_ray(candidates, settings, out_dir, address=None):
     """Run candidates as Ray tasks on a local Ray instance (address None) or a cluster; yield
     each record as it finishes. The pruned model comes back through Ray's object store, so
     the nodes need not share DIR (they do need MODEL, --calib and --inputs at the same paths)."""
+    if not candidates:
+        return
     try:
         import ray
     except ImportError:
@@ -86,14 +91,21 @@ def on_ray(candidates, settings, out_dir, address=None):
             raise UsageError(f"--ray-address {address}: cannot connect to Ray ({exc})") from exc
     try:
         task = ray.remote(num_cpus=settings.threads, max_retries=1)(_ray_task)
-        pending = [task.remote(c, settings) for c in candidates]
+        pending, lost = [task.remote(c, settings) for c in candidates], 0
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                rec, data = ray.get(ref)
+                try:
+                    rec, data = ray.get(ref)
+                except ray.exceptions.RayError:  # the worker or its node died (after Ray's retry)
+                    lost += 1
+                    continue
                 if data is not None:
                     write_bytes(os.path.join(out_dir, rec["file"]), data)
                 yield rec
+        if lost:
+            raise WorkerDied(f"{lost} Ray task(s) died before finishing their candidate; the finished candidates "
+                             "are saved: run the same command again to finish the rest")
     finally:
         if started:
             ray.shutdown()
