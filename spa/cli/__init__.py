@@ -1,12 +1,12 @@
 """The `spa` command line: a thin layer over the Python API. Each subcommand lives in
-prune.py (prune, analyze) or tools.py (bench, compare, gate); shared options and the
+prune.py (prune, analyze), tools.py (bench, compare, gate) or sweep.py (sweep); shared options and the
 error handling are in common.py."""
 
 from __future__ import annotations
 
 import click
 
-from . import prune, tools
+from . import prune, sweep, tools
 from .common import CONTEXT
 
 
@@ -17,5 +17,5 @@ def main():
     """SPA: structurally prune ONNX models."""
 
 
-for _command in prune.COMMANDS + tools.COMMANDS:
+for _command in prune.COMMANDS + tools.COMMANDS + sweep.COMMANDS:
     main.add_command(_command)
