@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 
 W, H, PAD = 440, 300, 48  # plot size and margin, px
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -40,10 +41,12 @@ def page(records, out_dir="") -> str:
     crits = sorted({r["criterion"] for r in records})
     color = {c: COLORS[i % len(COLORS)] for i, c in enumerate(crits)}
     details = {r["id"]: {"file": r.get("file") if r["status"] == "ok" else None, "rows": _rows(r)} for r in records}
-    body = [f"<h1>SPA sweep: {len(records)} candidates, {len(models)} models</h1>",
+    body = [f"<h1>SPA sweep: {len(records)} candidate{'s' * (len(records) != 1)}, {len(models)} "
+            f"model{'s' * (len(models) != 1)}</h1>",
             "<div class=\"legend\">" + "".join(f"<span style=\"color:{color[c]}\">&#9679; {html.escape(c)}</span>"
                                                 for c in crits)
-            + "<span>outlined: Pareto front</span></div>",
+            + "<span>outlined: Pareto front</span><span>labels: r --ratio, m --target-macs, "
+              "t --target-latency</span></div>",
             "<div id=\"detail\">Click a point or a row to see its settings and pruned file.</div>"]
     for m in models:
         mine = [r for r in records if r["model"] == m]
@@ -92,10 +95,10 @@ def _plot(ok, metric, axis, color) -> str:
 
     svg.append(f"<line class=\"axis\" x1=\"{PAD}\" y1=\"{H - PAD}\" x2=\"{W - 12}\" y2=\"{H - PAD}\"/>"
                f"<line class=\"axis\" x1=\"{PAD}\" y1=\"12\" x2=\"{PAD}\" y2=\"{H - PAD}\"/>")
-    for k in range(5):
-        tx, ty = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
-        svg.append(f"<text class=\"tick\" x=\"{sx(tx):.1f}\" y=\"{H - PAD + 14}\" text-anchor=\"middle\">{tx:.2f}</text>"
-                   f"<text class=\"tick\" x=\"{PAD - 4}\" y=\"{sy(ty) + 4:.1f}\" text-anchor=\"end\">{ty:.3f}</text>")
+    for tx in _ticks(x0, x1):
+        svg.append(f"<text class=\"tick\" x=\"{sx(tx):.1f}\" y=\"{H - PAD + 14}\" text-anchor=\"middle\">{tx:g}</text>")
+    for ty in _ticks(y0, y1):
+        svg.append(f"<text class=\"tick\" x=\"{PAD - 4}\" y=\"{sy(ty) + 4:.1f}\" text-anchor=\"end\">{ty:g}</text>")
     svg.append(f"<text x=\"{(W + PAD) / 2}\" y=\"{H - 12}\" text-anchor=\"middle\">{label}</text>"
                f"<text x=\"14\" y=\"{(H - PAD) / 2}\" text-anchor=\"middle\" "
                f"transform=\"rotate(-90 14 {(H - PAD) / 2})\">{metric}</text>")
@@ -106,8 +109,26 @@ def _plot(ok, metric, axis, color) -> str:
         cls = "pt front" if i in on else "pt"
         svg.append(f"<circle class=\"{cls}\" data-id=\"{html.escape(r['id'])}\" cx=\"{sx(pts[i][0]):.1f}\" "
                    f"cy=\"{sy(pts[i][1]):.1f}\" r=\"6\" fill=\"{color[r['criterion']]}\"><title>"
-                   f"{html.escape(r['id'])}: {metric} {pts[i][1]:.4f}, {axis} {pts[i][0]:.3f}</title></circle>")
+                   f"{html.escape(r['id'])}: {metric} {pts[i][1]:.4f}, {axis} {pts[i][0]:.3f}</title></circle>"
+                   f"<text class=\"tick\" x=\"{sx(pts[i][0]) + 8:.1f}\" y=\"{sy(pts[i][1]) - 7:.1f}\">"
+                   f"{KNOB_LABELS.get(r['knob'], '')}{r['value']:g}</text>")
     return "".join(svg) + "</svg>"
+
+
+KNOB_LABELS = {"ratio": "r", "target_macs": "m", "target_latency": "t"}
+
+
+def _ticks(lo, hi, most=6) -> list:
+    """Round values between lo and hi, at most `most` of them (steps of 1, 2, 2.5 or 5 x 10^k)."""
+    span = hi - lo
+    for k in range(-4, 3):
+        for m in (1, 2, 2.5, 5):
+            step = m * 10.0 ** k
+            if span / step <= most:
+                first = math.ceil(lo / step - 1e-9)
+                return [round((first + i) * step, 6) for i in range(int(span / step) + 1)
+                        if (first + i) * step <= hi + 1e-9]
+    return [lo, hi]
 
 
 def _span(lo, hi):
