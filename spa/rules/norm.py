@@ -34,8 +34,7 @@ class BatchNormalization(Rule):
                 flow.param(t, 0, role)
 
     def shrink(self, node, ctx, keep):
-        _fresh_uniform(node, ctx, keep, [i for i in (1, 2, 3, 4) if i < len(node.inputs)
-                                         and _shared_uniform(ctx, node.inputs[i])])
+        _fresh_uniform(node, ctx, keep, (1, 2, 3, 4))
 
 
 @register
@@ -61,14 +60,15 @@ class InstanceNormalization(Rule):
 
 
 def _fresh_uniform(node, ctx, keep, slots):
-    """Inputs at `slots` with one value for every channel (left unlinked by couple, or
-    the caller checked) get a fresh constant of the kept size."""
+    """Inputs at `slots` with one value for every channel that were left unlinked (not
+    sliced: still of the full size) get a fresh constant of the kept size."""
     kept = keep.get((node.outputs[0].name, 1))
     if kept is None:
         return
     for i in slots:
-        value = _uniform(ctx.const(node.inputs[i])) if i < len(node.inputs) else None
-        if value is not None:
+        old = ctx.const(node.inputs[i]) if i < len(node.inputs) else None
+        value = _uniform(old)
+        if value is not None and len(old) != len(kept):
             ctx.set_input(node, i, np.full(len(kept), value, dtype=ctx.const(node.inputs[i]).dtype))
 
 
