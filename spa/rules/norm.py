@@ -60,15 +60,15 @@ class InstanceNormalization(Rule):
 
 
 def _fresh_uniform(node, ctx, keep, slots):
-    """Inputs at `slots` with one value for every channel that were left unlinked (not
-    sliced: still of the full size) get a fresh constant of the kept size."""
+    """Inputs at `slots` with one value for every channel that couple left unlinked (not
+    in `keep`, so not sliced) get a fresh constant of the kept size."""
     kept = keep.get((node.outputs[0].name, 1))
     if kept is None:
         return
     for i in slots:
-        old = ctx.const(node.inputs[i]) if i < len(node.inputs) else None
-        value = _uniform(old)
-        if value is not None and len(old) != len(kept):
+        t = node.inputs[i] if i < len(node.inputs) else None
+        value = None if t is None or (t.name, 0) in keep else _uniform(ctx.const(t))  # in keep: sliced
+        if value is not None:
             ctx.set_input(node, i, np.full(len(kept), value, dtype=ctx.const(node.inputs[i]).dtype))
 
 
