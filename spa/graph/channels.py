@@ -1,7 +1,8 @@
 """The channel dependency graph: a networkx MultiGraph of spaces (tensor, axis).
 
 Nodes carry `size`, `param` (the tensor is a constant), `weight` (a floating-point
-constant), `role` (see rules.base.ROLES), `lossy` (a norm mixes its channels), `tag`
+constant), `computed` (computed in the graph from constants alone: a weight standardised
+at run time; it has a role but is never sliced, its parameters are), `role` (see rules.base.ROLES), `lossy` (a norm mixes its channels), `tag`
 and `blockers` (reasons this space cannot be pruned). Each edge is one rule link with
 index arrays `ia`/`ib`: element ia[k] of space `a` goes with ib[k] of the other end
 (networkx does not keep the order of an edge's ends, so `a` records it).
@@ -66,7 +67,7 @@ def build(model: Model, inner: bool = False, interface=False) -> ChannelGraph:
     for node, rule, flow in flows:
         _block_untouched(g, ctx, node, rule, flow)
         for s, role in flow.roles.items():
-            if s in g and g.nodes[s]["param"]:
+            if s in g and (g.nodes[s]["param"] or g.nodes[s]["computed"]):
                 g.nodes[s]["role"] = role
         for s in flow.lossy & set(g.nodes):
             g.nodes[s]["lossy"] = True
@@ -92,7 +93,7 @@ def _add_space(g, ctx, s):
     value = ctx.const(t)
     g.add_node(s, size=ctx.dim(t, axis), param=value is not None,
                weight=value is not None and value.dtype.kind == "f", role=None, blockers=[],
-               lossy=False, tag=None)
+               lossy=False, tag=None, computed=ctx.computed(t))
 
 
 def _block_untouched(g, ctx, node, rule, flow):

@@ -52,6 +52,6 @@ def oracle_mask(coupling: Coupling, plan: dict) -> tuple:
                 continue
             for s, idx in removed_elements([gr], {gr.id: part[gr.id]}).items():
                 node = cg.g.nodes[s]
-                if node["param"] and node["role"] in sink_roles(gr):
+                if (node["param"] or node["computed"]) and node["role"] in sink_roles(gr):
                     out[s] = np.union1d(out.get(s, idx), idx)
     return tuple((n, a, tuple(int(i) for i in idx)) for (n, a), idx in sorted(out.items()))

@@ -125,6 +125,9 @@ def _annotate(cg, group, exclude):
         reasons.append("a single channel cannot be removed" if size == 1 else
                        f"its {size} channels are tied into one unit (index ties across grouped "
                        "convolutions and channel permutations), which cannot lose a channel")
+    if not reasons and all(g.nodes[s]["param"] or cg.ctx.computed(cg.ctx.tensors[s[0]]) for s in group.spaces):
+        reasons.append("it holds only weights and values computed from them (the statistics of a weight "
+                       "standardised in the graph): no activation channel would go")
     group.blockers = reasons
     nodes = [g.nodes[s] for s in group.spaces]
     group.kind = "hidden" if any(n["lossy"] for n in nodes) else \

@@ -6,7 +6,8 @@ is the batch (1); integer inputs and axes whose name says sequence take SEQUENCE
 other axis (image height and width, audio samples) takes SPATIAL. Axes that share a
 symbolic name take one size. The model's own hints come first (the size in its
 metadata, the static size of the same axis of another input), then the ladders, rung
-by rung, then all ones (the old default). The first candidate that passes shape
+by rung (with three sequence axes, each rung also tries each one as the sum of the
+other two: a KV cache's mask covers past and new tokens), then all ones (the old default). The first candidate that passes shape
 inference and one onnxruntime run wins.
 """
 
@@ -51,10 +52,10 @@ def declared(proto, overrides) -> dict:
     return out
 
 
-def _kind(name, axis, rank, integer, symbol):
+def _kind(name, axis, rank, integer, symbol, grown=()):
     if axis == 0 and rank >= 2:
         return "batch"
-    if integer or (symbol and SEQUENCE_WORDS.search(symbol)):
+    if integer or (symbol and (SEQUENCE_WORDS.search(symbol) or symbol in grown)):
         return "sequence"
     return "spatial"
 
@@ -63,6 +64,7 @@ def dynamic_axes(proto, dims) -> dict:
     """{key: (kind, [(input, axis), ...])} for every dynamic input axis; axes sharing a
     symbolic name share a key (a name like '?' or '-1' is not shared)."""
     types = {vi.name: vi.type.tensor_type.elem_type for vi in proto.graph.input}
+    grown = _summed(proto)
     out = {}
     for name, shape in dims.items():
         integer = np.issubdtype(NP_TYPES.get(types.get(name), np.float32), np.integer)
@@ -71,9 +73,20 @@ def dynamic_axes(proto, dims) -> dict:
                 continue
             shared = isinstance(d, str) and re.search(r"[A-Za-z_]", d) and "?" not in d
             key = d if shared else f"{name}:{axis}"
-            kind = _kind(name, axis, len(shape), integer, d if isinstance(d, str) else "")
+            kind = _kind(name, axis, len(shape), integer, d if isinstance(d, str) else "", grown)
             old = out.get(key, ("batch", []))
             out[key] = (kind if old[0] == "batch" else old[0], old[1] + [(name, axis)])
+    return out
+
+
+def _summed(proto) -> set:
+    """Symbols that a graph output's dim adds up ('s58 + s70': a KV cache grows by the new
+    tokens): sequence lengths, whatever their names."""
+    out = set()
+    for vi in proto.graph.output:
+        for d in vi.type.tensor_type.shape.dim:
+            if "+" in d.dim_param:
+                out.update(p.strip() for p in d.dim_param.split("+"))
     return out
 
 
@@ -123,7 +136,8 @@ def candidates(dims, axes, hinted) -> list:
     if hinted:
         steps.append({k: hinted.get(k, _ladder(kind)[0]) for k, (kind, _) in axes.items()})
     for i in range(len(SPATIAL)):
-        steps.append({k: _ladder(kind)[min(i, len(_ladder(kind)) - 1)] for k, (kind, _) in axes.items()})
+        step = {k: _ladder(kind)[min(i, len(_ladder(kind)) - 1)] for k, (kind, _) in axes.items()}
+        steps += [step] + _sums(step, axes)
     steps.append({k: 1 for k in axes})
     out = []
     for step in steps:
@@ -135,6 +149,16 @@ def candidates(dims, axes, hinted) -> list:
         if shapes not in out:
             out.append(shapes)
     return out
+
+
+def _sums(step, axes) -> list:
+    """With three sequence axes (a KV-cache decoder: new tokens, cached ones, and an
+    attention mask over both), one of them may have to be the sum of the other two: a
+    variant of the step for each choice."""
+    seq = [k for k, (kind, _) in axes.items() if kind == "sequence"]
+    if len(seq) != 3:
+        return []
+    return [{**step, k: sum(step[j] for j in seq if j != k)} for k in seq]
 
 
 def _ladder(kind):

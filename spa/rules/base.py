@@ -48,6 +48,7 @@ class Ctx:
         self.opset = model.opset
         self.tensors = model.graph.tensors()
         self._consts: dict = {}
+        self._computed: dict = {}
         self._fresh = 0
 
     def shape(self, t) -> tuple | None:
@@ -78,6 +79,32 @@ class Ctx:
             node = dq_node(t) if value is None else None
             self._consts[t.name] = dequantize(node) if node is not None else value
         return self._consts[t.name]
+
+    def computed(self, t) -> bool:
+        """True for a tensor computed in the graph from constants alone (a weight
+        standardised, normalised or scaled at run time): a reduction over one of its
+        axes is a statistic of a parameter, not a mix of activations."""
+        if t is None or not t.name or self.const(t) is not None:
+            return False
+        todo = [t]
+        while todo:
+            cur = todo[-1]
+            if cur.name in self._computed:
+                todo.pop()
+                continue
+            node = cur.inputs[0] if len(cur.inputs) == 1 else None
+            if node is None or not node.inputs or any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+                self._computed[cur.name] = False  # a graph input, or a source such as RandomNormal
+                todo.pop()
+                continue
+            ins = [i for i in node.inputs if i.name and self.const(i) is None]
+            pending = [i for i in ins if i.name not in self._computed]
+            if pending:
+                todo.extend(pending)
+                continue
+            self._computed[cur.name] = all(self._computed[i.name] for i in ins)
+            todo.pop()
+        return self._computed[t.name]
 
     def remember(self, t, value):
         """The value `t` now holds (its store was just rewritten), for later const() reads."""

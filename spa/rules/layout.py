@@ -59,7 +59,10 @@ class Squeeze(Rule):
 
 @register
 class Reduce(Rule):
-    """Reduced axes are refused; the others pass through."""
+    """Reduced axes are refused; the others pass through. A ReduceMean keeping its dims
+    (a norm's statistics) and any reduction of a tensor computed from constants alone (the
+    per-output-channel mean, variance or norm of a weight standardised in the graph) pass
+    their reduced axes approximately: the statistics then cover the kept elements."""
 
     ops = REDUCE + ("ArgMax", "ArgMin")
 
@@ -78,12 +81,15 @@ class Reduce(Rule):
             if not axes and not node.attrs.get("noop_with_empty_axes", 0):
                 axes = list(range(rank))
         keepdims = int(node.attrs.get("keepdims", 1))
+        weight = ctx.const(x) is not None or ctx.computed(x)
+        statistic = (node.op in REDUCE and weight) or (node.op == "ReduceMean" and keepdims)
         j = 0
         for a in range(rank):
             if a in axes:
-                if node.op == "ReduceMean" and keepdims:  # a norm's statistics
+                if statistic:
                     flow.approximate(x, a)
-                    flow.handle(y, j)
+                    if keepdims:
+                        flow.handle(y, j)
                 else:
                     flow.refuse(x, a, f"{node.op} reduces axis {a}")
                 j += keepdims

@@ -9,16 +9,32 @@ from .registry import register
 
 @register
 class BatchNormalization(Rule):
+    """Per-channel statistics; a scale, bias or statistic with one value for every channel
+    that other nodes share (the dynamo exporter's zero bias) is not linked, else it would
+    tie unrelated norms. In training mode (timm's weight standardisation: the
+    reshaped weight is one batch) they are computed over the other axes, which then pass
+    only approximately; the running statistics it outputs follow the channels."""
+
     ops = ("BatchNormalization",)
 
     def couple(self, node, flow):
         x, y = node.inputs[0], node.outputs[0]
+        training = int(node.attrs.get("training_mode", 0))
         for axis in range(flow.ctx.rank(x) or 0):
             flow.identity(x, axis, y, axis)
+            if training and axis != 1:
+                flow.approximate(x, axis)
+                flow.approximate(y, axis)
+        for t in node.outputs[1:] if training else ():
+            flow.identity(t, 0, y, 1)
         for i, role in ((1, "elem"), (2, "elem"), (3, "stat"), (4, "stat")):
-            if i < len(node.inputs):
-                flow.identity(node.inputs[i], 0, y, 1)
-                flow.param(node.inputs[i], 0, role)
+            t = node.inputs[i] if i < len(node.inputs) else None
+            if t is not None and not _shared_uniform(flow.ctx, t):
+                flow.identity(t, 0, y, 1)
+                flow.param(t, 0, role)
+
+    def shrink(self, node, ctx, keep):
+        _fresh_uniform(node, ctx, keep, (1, 2, 3, 4))
 
 
 @register
@@ -40,13 +56,24 @@ class InstanceNormalization(Rule):
                 flow.param(t, 0, "elem")
 
     def shrink(self, node, ctx, keep):
-        kept = keep.get((node.outputs[0].name, 1))
-        if kept is None:
-            return
-        for i in (1, 2):
-            value = _uniform(ctx.const(node.inputs[i])) if i < len(node.inputs) else None
-            if value is not None:
-                ctx.set_input(node, i, np.full(len(kept), value, dtype=ctx.const(node.inputs[i]).dtype))
+        _fresh_uniform(node, ctx, keep, (1, 2))
+
+
+def _fresh_uniform(node, ctx, keep, slots):
+    """Inputs at `slots` with one value for every channel that couple left unlinked (not
+    in `keep`, so not sliced) get a fresh constant of the kept size."""
+    kept = keep.get((node.outputs[0].name, 1))
+    if kept is None:
+        return
+    for i in slots:
+        t = node.inputs[i] if i < len(node.inputs) else None
+        value = None if t is None or (t.name, 0) in keep else _uniform(ctx.const(t))  # in keep: sliced
+        if value is not None:
+            ctx.set_input(node, i, np.full(len(kept), value, dtype=ctx.const(node.inputs[i]).dtype))
+
+
+def _shared_uniform(ctx, t) -> bool:
+    return len(t.outputs) > 1 and _uniform(ctx.const(t)) is not None
 
 
 def _uniform(value):

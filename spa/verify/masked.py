@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from ..edit import apply_shift, export, write_const
 from ..io import load
@@ -31,6 +32,9 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
             value[...] = value.astype(np.float64) + delta
     # after the updates: the pruned model drops these slices whatever an update added to them
     for name, axis, idx in sinks:  # one tensor may be cut by several groups (heads and head_dim)
+        if ctx.const(ctx.tensors[name]) is None:  # a weight computed in the graph
+            _mask_computed(model.graph, ctx, ctx.tensors[name], axis, idx)
+            continue
         value = values.setdefault(name, np.array(ctx.const(ctx.tensors[name])))
         index = [slice(None)] * value.ndim
         index[axis] = np.asarray(idx)
@@ -42,3 +46,19 @@ def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
         if kind != "weight":
             apply_shift(ctx, nodes[name], np.asarray(value))
     return export(model, model.graph)
+
+
+def _mask_computed(graph, ctx, t, axis, idx):
+    """Zero slices of a weight computed in the graph: its consumers read t * mask."""
+    shape = [1] * ctx.rank(t)
+    shape[axis] = ctx.dim(t, axis)
+    mask = np.ones(shape, dtype=t.dtype or np.float32)
+    np.moveaxis(mask, axis, 0)[np.asarray(idx)] = 0
+    out = gs.Variable(f"{t.name}__masked", dtype=t.dtype)
+    users = list(t.outputs)
+    graph.nodes.append(gs.Node("Mul", name=f"{t.name}__mask", inputs=[t, gs.Constant(f"{t.name}__mask_value", mask)],
+                               outputs=[out]))
+    for node in users:
+        for k, i in enumerate(node.inputs):
+            if i is t:
+                node.inputs[k] = out

@@ -102,6 +102,29 @@ def test_sequence_axis():
     assert r.verdict.outputs_match and r.changes
 
 
+@pytest.mark.parametrize("names", [("sequence", "past", "total"), ("s70", "s58", "s53")], ids=["named", "dynamo"])
+def test_kv_cache_mask_is_past_plus_new(names):
+    """ids [1, sequence], past [1, past, 4], mask [1, total]: the mask must cover past and new.
+    The dynamo exporter's symbols say nothing, but an output's 's58 + s70' marks the cache."""
+    nodes = [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["f", "two"], ["f3"]),
+             helper.make_node("Expand", ["f3", "e"], ["new"]),
+             helper.make_node("Concat", ["past", "new"], ["kv"], axis=1),
+             helper.make_node("ReduceSum", ["kv", "two"], ["k"], keepdims=0),
+             helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["k", "mf"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([1, 1, 4], np.int64), "e")]
+    new, past, total = names
+    ins = [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, new]),
+           helper.make_tensor_value_info("past", TensorProto.FLOAT, [1, past, 4]),
+           helper.make_tensor_value_info("mask", TensorProto.INT64, [1, total])]
+    model = _model(nodes, inits, ins, "y", 2)
+    model.graph.output.append(helper.make_tensor_value_info("kv", TensorProto.FLOAT, [1, f"{past} + {new}", 4]))
+    shapes = load(model).input_shapes
+    assert shapes["mask"][1] == shapes["ids"][1] + shapes["past"][1] and shapes["ids"][1] > 1
+
+
 def test_batch_only_stays_one():
     model = strided(1)
     m = load(model)
