@@ -205,14 +205,21 @@ class Measured(ChannelStats):
                     node, _, axis = found[k]
                     x = acts[node.inputs[0].name].astype(np.float64)
                     self._add_xg(node, x, _fit(t, x.shape), axis)
+        low = {}  # rows of the tensors measured on fewer samples than channels
         for key in list(self._rows):
+            held = self._rows[key]
+            if sum(len(h) for h in held) < held[0].shape[1]:
+                low[key] = np.concatenate(held)
             self._gram(key, None)
         self.map = {}
         for (name, axis), (s1, s2, cnt) in sums.items():
             mean = s1 / cnt
             self.map[name] = (axis, mean, np.maximum(s2 / cnt - mean * mean, 0))
         self._xg = {k: v[0] / v[1] for k, v in self._xg.items()}
-        self._cov = {}
+        self._cov, self._factor = {}, {}
+        for key, rows in low.items():
+            s1, _, cnt = sums[key]
+            self._factor[key] = (rows - s1 / cnt) / np.sqrt(cnt[0])
         for key, cross in self._cross.items():
             s1, _, cnt = sums[key]
             mean = s1 / cnt
@@ -238,6 +245,11 @@ class Measured(ChannelStats):
     def cov(self, t, axis, n):
         c = self._cov.get((t.name, axis % (self.ctx.rank(t) or 1)))
         return c if c is not None and len(c) == n else None
+
+    def cov_factor(self, t, axis, n):
+        key = (t.name, axis % (self.ctx.rank(t) or 1))
+        f = self._factor.get(key)
+        return f if f is not None and key in self._cov and f.shape[1] == n else None
 
     @staticmethod
     def _linear_grad(node, w, y):

@@ -36,6 +36,7 @@ class Member:
     cov: np.ndarray | None = None  # covariance of those input channels, row by row, where known
     ridge: float = 0.0  # how far the ranking trusts cov (ChannelStats.score_ridge)
     cov_key: tuple = ()  # equal for members reading the same channels of one tensor
+    cov_factor: np.ndarray | None = None  # F with cov = F^T F, where fewer samples than channels measured it
     xg: np.ndarray | None = None  # with calibration data: E[x * d(||y||^2/2)/dx] of that channel
 
     def per_channel(self, row_values):
@@ -78,6 +79,8 @@ def members(cg, group, stats=None) -> list[Member]:
                 m.cov = cov[np.ix_(pos, pos)]
                 m.ridge = stats.source(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"]).score_ridge
                 m.cov_key = (x.name, pos.tobytes())
+                f = stats.cov_factor(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
+                m.cov_factor = None if f is None else f[:, pos]
             xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
                 m.xg = xg[pos]

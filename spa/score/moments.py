@@ -81,6 +81,11 @@ class ChannelStats:
         """Covariance [n, n] of the channels on `axis` of tensor t, or None where unknown."""
         return None
 
+    def cov_factor(self, t, axis, n):
+        """F [r, n] with cov = F^T F when the covariance was measured from fewer samples r
+        than channels n (then cheaper to invert through F), else None."""
+        return None
+
 
 class Moments(ChannelStats):
     """Channel statistics propagated through the graph (see the module docstring)."""

@@ -132,6 +132,9 @@ class Probed(ChannelStats):
     def cov(self, t, axis, n):
         return self.source(t, axis, n).cov(t, axis, n)
 
+    def cov_factor(self, t, axis, n):
+        return self.source(t, axis, n).cov_factor(t, axis, n)
+
 
 def with_probe(cg, moments, measured=None, seed=0):
     """`moments`, or Probed(moments, statistics measured on synthetic inputs) when most

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 from spa.testing.nets import ALL
 from spa.graph import build
 from spa.io import load
+from spa.score.criteria.obs import _inverse_diag
 from spa.score.moments import Moments
 from spa.score.probe import ALPHA, Probed, synthetic_inputs, with_probe
 
@@ -78,3 +79,23 @@ def test_probe_only_where_most_layers_are_unanchored():
     x = next(n for n in folded.graph.nodes if n.op == "Gemm").inputs[0]
     mean, var = stats.at(x, 1, cg.ctx.shape(x)[1])
     assert stats.known(x, 1, len(mean)) and (var > 0).any() and (mean >= 0).all()  # after a Relu
+
+
+def test_covariances_from_fewer_samples_than_channels_keep_their_factor():
+    """The MNIST CNN's classifier reads 3136 features from the probe's samples: its
+    covariance is F^T F with F one row per sample, and the OBS ranking inverts it through F.
+    Both give the diagonal of the regularised inverse."""
+    m = load(os.path.join(os.path.dirname(__file__), "..", "..", "models", "mnist_cnn.onnx"))
+    cg = build(m)
+    stats = with_probe(cg, Moments(cg))
+    assert isinstance(stats, Probed)
+    fc = next(n for n in m.graph.nodes if n.op in ("Gemm", "MatMul") and stats.cov_factor(n.inputs[0], 1, 3136)
+              is not None)
+    f, cov = stats.cov_factor(fc.inputs[0], 1, 3136), stats.cov(fc.inputs[0], 1, 3136)
+    assert f.shape[0] < f.shape[1] == 3136
+    assert np.allclose(f.T @ f, cov, atol=1e-6 * np.abs(cov).max())
+    lam = 0.3 * np.trace(cov) / len(cov)
+    assert np.allclose(_inverse_diag(cov, lam, f), _inverse_diag(cov, lam), rtol=1e-4)  # cov: float32 products
+    conv = next(n for n in m.graph.nodes if n.op == "Conv" and n.inputs[0].name != m.graph.inputs[0].name)
+    n = cg.ctx.shape(conv.inputs[0])[1]
+    assert stats.cov_factor(conv.inputs[0], 1, n) is None  # many positions per sample: the full covariance

@@ -52,9 +52,10 @@ def obs_cost(members, channels):
         hinv = None
         if m.cov is not None:
             lam = m.ridge * max(float(np.trace(m.cov)) / len(m.cov), 1e-30)
-            hinv = np.linalg.inv(m.cov + lam * np.eye(len(m.cov)))
-            if len(hinv) > GREEDY_MAX:  # too wide to update: the variance given all other channels
-                var, hinv = 1 / np.maximum(np.diag(hinv), 1e-30), None
+            if len(m.cov) > GREEDY_MAX:  # too wide to update: the variance given all other channels
+                var = 1 / np.maximum(_inverse_diag(m.cov, lam, m.cov_factor), 1e-30)
+            else:
+                hinv = np.linalg.inv(m.cov + lam * np.eye(len(m.cov)))
         state.append([m, energy, var, hinv, np.arange(len(m.channel))])
         if m.cov is not None:
             shared[m.cov_key] = state[-1]
@@ -82,6 +83,17 @@ def obs_cost(members, channels):
                 hinv = np.zeros((0, 0))
             s[3], s[4] = hinv, rows[~gone]
     return score
+
+
+def _inverse_diag(cov, lam, factor=None):
+    """diag((cov + lam I)^-1); through Woodbury's identity when cov = F^T F with F [r, n],
+    r < n: (1 - diag(F^T (lam I_r + F F^T)^-1 F)) / lam, an r x r solve instead of an n x n
+    inverse (the MNIST CNN's 3136-wide classifier input, 256 probe samples: 1.8 s -> 0.02 s)."""
+    if factor is not None and len(factor) < len(cov):
+        k = factor @ factor.T
+        k[np.diag_indices_from(k)] += lam
+        return (1 - np.einsum("ij,ij->j", factor, np.linalg.solve(k, factor))) / lam
+    return np.diag(np.linalg.inv(cov + lam * np.eye(len(cov))))
 
 
 @register("obspa")
