@@ -223,7 +223,10 @@ class Measured(ChannelStats):
         for key, cross in self._cross.items():
             s1, _, cnt = sums[key]
             mean = s1 / cnt
-            cov = cross / cnt[0] - np.outer(mean, mean)
+            cov = cross  # in place, by row blocks: no temporary as large as the matrix
+            cov /= cnt[0]
+            for i in range(0, len(cov), 256):
+                cov[i:i + 256] -= np.outer(mean[i:i + 256], mean)
             if np.all(np.isfinite(cov)):  # data with inf or NaN: no regression on it
                 self._cov[key] = cov
         del self._cross
