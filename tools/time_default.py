@@ -1,6 +1,6 @@
 """The default prune against `--criterion l2`, end to end, as a new user runs it (issue #20).
 
-Usage: python tools/time_default.py [--models resnet50,mobilenetv2,vit_b16,minilm] [--repeat 2]
+Usage: python tools/time_default.py [--models resnet50,mobilenetv2,vit_b16,minilm] [--repeat 2] [--threads 1]
        [--folder DIR]
 
 Each model (tools/models_torch.py, real-size random weights, exported once to --folder) is
@@ -48,6 +48,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50,mobilenetv2,vit_b16,minilm")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="pass --threads N to both prunes (default: not given)")
     ap.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "spa-time-default"))
     args = ap.parse_args()
     import models_torch
@@ -64,7 +65,8 @@ def main():
         stages = {}
         for _ in range(args.repeat):
             for label, extra in (("default", []), ("l2", ["--criterion", "l2"])):
-                wall, rss, stdout = timed([*spa, path, out, "--ratio", "0.3", "--force", "--json", *extra])
+                threads = [] if args.threads is None else ["--threads", str(args.threads)]
+                wall, rss, stdout = timed([*spa, path, out, "--ratio", "0.3", "--force", "--json", *threads, *extra])
                 runs[label].append((wall, rss))
                 if label == "default":
                     stages = json.loads(stdout).get("timings", {})
