@@ -14,11 +14,36 @@ X [B, S, I], Y [B, S, D, H], states [B, D, H]. The hidden axis is the last eithe
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from .base import Rule, volume
 from .registry import register
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+FILL_VIEWS = ("Slice", "Squeeze", "Unsqueeze", "Identity", "Reshape", "Expand", "Cast")  # keep a zero fill zero
+
+
+def zero_state(ctx, t) -> bool:
+    """True when an initial state is all zeros whatever its shape: a constant of zeros, or a
+    zero ConstantOfShape (the TorchScript exporter's [layers, batch, hidden] fill, sized from
+    the batch at run time and sliced per layer) seen through views. Such a state is what the
+    op assumes when the input is absent, so the rule leaves it out of the hidden group and
+    drops it when the hidden size shrinks (one fill shared by every layer would otherwise tie
+    their hidden units together)."""
+    for _ in range(16):
+        value = ctx.const(t)
+        if value is not None:
+            return not np.any(value)
+        node = t.inputs[0] if len(t.inputs) == 1 else None
+        if node is None:
+            return False
+        if node.op == "ConstantOfShape":
+            fill = node.attrs.get("value")
+            return fill is None or not np.any(fill.values if hasattr(fill, "values") else fill)
+        if node.op not in FILL_VIEWS or not node.inputs:
+            return False
+        t = node.inputs[0]
+    return False
 
 
 def _io(node):
@@ -78,6 +103,7 @@ class Recurrent(Rule):
         for t, blocks, role in [(b, 2 * gates, "out"), (peep, 3, "elem")]:
             if t is not None and flow.pairs(r, 2, t, 1, np.tile(unit, blocks), np.arange(blocks * hidden)):
                 flow.param(t, 1, role)
+        states = [t for t in states if t is not None and not zero_state(ctx, t)]
         for t in states + finals:
             if t is not None:
                 flow.identity(r, 2, t, 2)
@@ -103,6 +129,10 @@ class Recurrent(Rule):
         kept = keep.get((r.name, 2))
         if kept is not None:
             node.attrs["hidden_size"] = len(kept)
+            for i in (5, 6):  # zero initial states (left out of the group) become absent: zeros of the new size
+                if i < len(node.inputs) and node.inputs[i].name and (node.inputs[i].name, 2) not in keep \
+                        and zero_state(ctx, node.inputs[i]):
+                    node.inputs[i] = gs.Variable.empty()
 
     def macs(self, node, ctx):
         """S x B x D x G x H x (I + H): the input and recurrent projections of every step.

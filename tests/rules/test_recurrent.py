@@ -4,6 +4,7 @@ the masked-equivalence oracle holds for both directions and both layouts."""
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import spa
@@ -116,3 +117,34 @@ def test_weights_computed_at_run_time_block():
     y = g.op("LSTM", ["x", w, g.w("R", 1, 4 * H, H)], name="rnn", hidden_size=H)
     m = g.model({"x": [S, 2, I], "w_in": [1, 4 * H, I]}, [y])
     assert not any(gr.prunable for gr in spa.analyze(m).groups)
+
+
+def stacked_with_zero_fill():
+    """Two stacked LSTMs whose zero initial states come, as the TorchScript exporter writes
+    them, from one ConstantOfShape [2, N, H] sized from the input's batch at run time and
+    sliced per layer."""
+    g = Graph(seed=5)
+    batch = g.op("Gather", [g.op("Shape", ["x"]), g.ints("one", [1])], axis=0)
+    size = g.op("Concat", [g.ints("layers", [2]), batch, g.ints("hid", [H])], axis=0)
+    fill = g.op("ConstantOfShape", [size], value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+    x = "x"
+    for k in range(2):
+        state = g.op("Slice", [fill, g.ints(f"s{k}", [k]), g.ints(f"e{k}", [k + 1]), g.ints(f"a{k}", [0])])
+        width = F if k == 0 else H
+        y, _, _ = g.op("LSTM", [x, g.w(f"W{k}", 1, 4 * H, width), g.w(f"R{k}", 1, 4 * H, H),
+                                 g.w(f"B{k}", 1, 8 * H, scale=0.1), "", state, state], n_out=3, name=f"rnn{k}",
+                       hidden_size=H)
+        x = g.op("Squeeze", [y, g.ints(f"sq{k}", [1])])
+    return g.model({"x": [S, 2, F]}, [g.op("MatMul", [x, g.w("head_w", H, O)], name="head")])
+
+
+def test_zero_initial_states_from_a_shared_fill_do_not_tie_layers():
+    m = stacked_with_zero_fill()
+    an = spa.analyze(m)
+    first, second = group_with(an, "R0[2]"), group_with(an, "R1[2]")
+    assert first.prunable and second.prunable and first.id != second.id  # the shared fill ties nothing
+    r = check_oracle(m)
+    assert shape(r.model, "R0")[2] < H and shape(r.model, "R1")[2] < H
+    rnns = [n for n in r.model.graph.node if n.op_type == "LSTM"]
+    assert all(len(n.input) < 6 or not n.input[5] for n in rnns)  # absent: zeros of the new size
+    assert not any(n.op_type == "ConstantOfShape" for n in r.model.graph.node)
