@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.reference
 import onnx_graphsurgeon as gs
 
 from ..runtime import session
@@ -240,3 +241,60 @@ def _replacement(graph, t, value, static, kind):
     out = gs.Variable(name, np.int64, value.shape)
     graph.nodes.append(gs.Node("Concat", f"{name}_concat", {"axis": 0}, parts, [out]))
     return out
+
+
+RECURRENT_WEIGHTS = {"LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3)}  # W, R, B (and LSTM's P)
+WEIGHT_VIEWS = {"Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Identity", "Cast", "Split"}
+
+
+def fold_weights(graph: gs.Graph, shapes: dict, opset: int) -> int:
+    """Recurrent weights computed from constants alone become constants: the dynamo exporter
+    slices PyTorch's gate blocks, concatenates them in ONNX's order and adds the direction
+    axis at run time, so W and R were no parameters and the hidden size could not be pruned.
+    Only views and concatenations of constants are evaluated. Returns how many were folded."""
+    done = 0
+    for node in list(graph.nodes):
+        if (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        for k in RECURRENT_WEIGHTS.get(node.op, ()):
+            t = node.inputs[k] if k < len(node.inputs) else None
+            if t is None or not t.name or isinstance(t, gs.Constant):
+                continue
+            value = _evaluate_views(t, opset)
+            if value is not None:
+                folded = gs.Constant(f"{t.name}_folded", value)
+                node.inputs[k] = folded
+                shapes[folded.name] = tuple(value.shape)
+                done += 1
+    if done:
+        graph.cleanup().toposort()
+    return done
+
+
+def _evaluate_views(t, opset, limit=64):
+    """t's value when it is computed by WEIGHT_VIEWS ops from constants alone, else None."""
+    nodes, todo, seen = [], [t], set()
+    while todo:
+        x = todo.pop()
+        if isinstance(x, gs.Constant) or x.name in seen:
+            continue
+        seen.add(x.name)
+        if len(x.inputs) != 1 or x.inputs[0].op not in WEIGHT_VIEWS or len(nodes) >= limit:
+            return None
+        nodes.append(x.inputs[0])
+        todo += [i for i in x.inputs[0].inputs if i.name]
+    unique = []
+    for n in reversed(nodes):
+        if not any(n is u for u in unique):
+            unique.append(n)
+    sub = gs.Graph(nodes=unique, inputs=[], outputs=[t], opset=opset)
+    try:
+        sub = sub.copy().toposort()
+        for c in sub.tensors().values():
+            if isinstance(c, gs.Constant):  # weights read lazily from their file: the values themselves
+                c.values = np.asarray(c.values)
+        model = gs.export_onnx(sub, do_type_check=False)
+        return onnx.reference.ReferenceEvaluator(model).run(None, {})[0]
+    except Exception:  # a view onnx's reference evaluator cannot run: leave the weight computed
+        return None
+

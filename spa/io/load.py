@@ -15,7 +15,7 @@ from ..errors import ModelError, UsageError, first_line
 from ..runtime import random_inputs, run
 from .constants import MAX_ELEMENTS
 from .external import Store, attach, bad_name, bind
-from .fold import fold
+from .fold import fold, fold_weights
 from .qop import lift
 from .sizes import choose, declared, ones
 from .skeleton import skeleton, with_shapes
@@ -149,6 +149,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
     _fill_unknown(shapes, proto, graph, concrete)
     _check_sizes(shapes, _constant_names(graph), where)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    fold_weights(graph, shapes, opset)
     axes, probe = set(), None
     if dynamic:  # folding needs to know which dims are dynamic
         others, probe = _bumped_shapes(proto, graph, concrete, where)

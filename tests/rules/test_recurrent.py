@@ -148,3 +148,29 @@ def test_zero_initial_states_from_a_shared_fill_do_not_tie_layers():
     rnns = [n for n in r.model.graph.node if n.op_type == "LSTM"]
     assert all(len(n.input) < 6 or not n.input[5] for n in rnns)  # absent: zeros of the new size
     assert not any(n.op_type == "ConstantOfShape" for n in r.model.graph.node)
+
+
+def gates_reordered_at_run_time():
+    """The dynamo exporter's LSTM: W and R are PyTorch's [4H, in] parameters, their gate
+    blocks sliced (i, f, g, o), concatenated in ONNX's order (i, o, f, c) and unsqueezed
+    for the direction axis at run time."""
+    g = Graph(seed=7)
+
+    def onnx_order(name, width):
+        p = g.w(name, 4 * H, width)
+        blocks = [g.op("Slice", [p, g.ints(f"{name}_s{k}", [k * H]), g.ints(f"{name}_e{k}", [(k + 1) * H]),
+                                 g.ints(f"{name}_a{k}", [0])]) for k in (0, 3, 1, 2)]
+        return g.op("Unsqueeze", [g.op("Concat", blocks, axis=0), g.ints(f"{name}_u", [0])])
+    y, _, _ = g.op("LSTM", ["x", onnx_order("w_ih", F), onnx_order("w_hh", H), g.w("B", 1, 8 * H, scale=0.1)],
+                   n_out=3, name="rnn", hidden_size=H)
+    y = g.op("Squeeze", [y, g.ints("sq", [1])])
+    return g.model({"x": [S, 2, F]}, [g.op("MatMul", [y, g.w("head_w", H, O)], name="head")])
+
+
+def test_weights_built_from_parameters_by_views_are_folded():
+    m = gates_reordered_at_run_time()
+    hidden = next(gr for gr in spa.analyze(m).groups if any(k.endswith("[2]") and "folded" in k for k in gr.members))
+    assert hidden.prunable, hidden.reason
+    r = check_oracle(m)
+    h = attr(r.model, "rnn", "hidden_size")
+    assert h < H and shape(r.model, "head_w") == (h, O)
