@@ -12,7 +12,8 @@ tools/heldout_prune.py prunes them with SPA (onnxruntime checks them there).
   present.{i}.{key,value} (a decoding step: 3 new tokens after 5 cached ones);
 - unet: diffusers UNet2DConditionModel, 2 blocks (cross attention in one), GroupNorm 8 groups;
 - vae: diffusers AutoencoderKL's decoder (latent -> image), GroupNorm 8 groups;
-- distilbert: transformers DistilBertModel, 2 layers, 4 heads, hidden 128.
+- distilbert: transformers DistilBertModel, 2 layers, 4 heads, hidden 128;
+- speaker_lstm: a GE2E-style speaker encoder, 3 LSTM layers; bigru: 2 bidirectional GRU layers.
 """
 
 from __future__ import annotations
@@ -150,7 +151,45 @@ def distilbert():
     return distinct(Hidden(DistilBertModel(cfg))), args, ["input_ids", "attention_mask"], ["hidden"], dyn
 
 
-MODELS = {"llama_kv": llama_kv, "unet": unet, "vae": vae, "distilbert": distilbert}
+class SpeakerEncoder(torch.nn.Module):
+    """GE2E-style: 3 LSTM layers (40 mel bands -> 256), a projection, an L2-normalised embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(40, 256, num_layers=3, batch_first=True)
+        self.proj = torch.nn.Linear(256, 256)
+
+    def forward(self, mels):
+        out, _ = self.lstm(mels)
+        e = torch.relu(self.proj(out[:, -1]))
+        return e / e.norm(dim=1, keepdim=True)
+
+
+class BiGRU(torch.nn.Module):
+    """2 bidirectional GRU layers (64 -> 128 each way), mean over time, a 10-class head."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = torch.nn.GRU(64, 128, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.head(out.mean(1))
+
+
+def speaker_lstm():
+    x = torch.randn(1, 50, 40, generator=torch.Generator().manual_seed(0))
+    return SpeakerEncoder().eval(), (x,), ["mels"], ["embedding"], {"mels": {0: "batch", 1: "frames"}}
+
+
+def bigru():
+    x = torch.randn(1, 30, 64, generator=torch.Generator().manual_seed(0))
+    return BiGRU().eval(), (x,), ["x"], ["y"], {"x": {0: "batch", 1: "frames"}}
+
+
+MODELS = {"llama_kv": llama_kv, "unet": unet, "vae": vae, "distilbert": distilbert, "speaker_lstm": speaker_lstm,
+          "bigru": bigru}
 
 
 def export(build, exporter, path):
