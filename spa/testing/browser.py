@@ -136,6 +136,7 @@ class Browser:
 
     def screenshot(self, path):
         data = self.send("Page.captureScreenshot", session=True, format="png")["data"]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # e.g. CI's artifacts folder
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
 
