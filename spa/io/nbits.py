@@ -44,12 +44,12 @@ def unpack(packed, bits, count):
 
 
 def pack(values, bits, nbytes, fill=0):
-    """[..., count] values of `bits` bits -> [..., nbytes] uint8, lowest bits first; the
-    slots past `count` hold `fill` ([..., 1] or a scalar)."""
+    """[..., count] values of `bits` bits -> [..., nbytes] uint8, lowest bits first, the
+    slots past `count` holding `fill`."""
     per = 8 // bits
     v = np.asarray(values).astype(np.uint16)
-    pad = np.broadcast_to(np.asarray(fill, np.uint16), v.shape[:-1] + (nbytes * per - v.shape[-1],))
-    v = np.concatenate([v, pad], axis=-1).reshape(*v.shape[:-1], nbytes, per)
+    v = np.concatenate([v, np.full(v.shape[:-1] + (nbytes * per - v.shape[-1],), fill, np.uint16)], axis=-1)
+    v = v.reshape(*v.shape[:-1], nbytes, per)
     return (v << (np.arange(per) * bits).astype(np.uint16)).sum(-1).astype(np.uint8)
 
 
@@ -151,14 +151,14 @@ def lower(graph: gs.Graph) -> int:
         block, blocks = int(dq.attrs["block_size"]), scale.shape[0]
         bits = 4 if q.dtype.name == "uint4" else 8
         z = zp.astype(np.uint8).T  # [N, k_blocks]
-        fill = np.repeat(z, block, axis=1)[:, k:]  # pad the last block with its zero point
-        ints = np.concatenate([q.astype(np.uint8).T, fill], axis=1).reshape(n, blocks, block)
-        b = pack(ints, bits, block * bits // 8)
+        ints = np.zeros((n, blocks * block), np.uint8)  # a short last block is padded with 0, as the quantizer does
+        ints[:, :k] = q.astype(np.uint8).T
+        b = pack(ints.reshape(n, blocks, block), bits, block * bits // 8)
         s = np.ascontiguousarray(scale.T)
         ins = [mm.inputs[0], gs.Constant(_orig(dq.inputs[0].name), b),
                gs.Constant(_orig(dq.inputs[1].name), s.reshape(-1) if srank == 1 else s)]
         if zrank:
-            zb = pack(z, bits, (blocks * bits + 7) // 8)
+            zb = pack(z, bits, (blocks * bits + 7) // 8, fill=1 << (bits - 1))  # padded as the quantizer does
             ins.append(gs.Constant(_orig(dq.inputs[2].name), zb.reshape(-1) if zrank == 1 else zb))
         if last.op == "Add":
             ins += [gs.Variable.empty()] * (5 - len(ins)) + [last.inputs[1]]
