@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -53,6 +53,26 @@ def quantize(model: onnx.ModelProto, fmt="qdq", per_channel=True, batches=4, bat
                             per_channel=per_channel, weight_type=types[weight], activation_type=types[activation],
                             **options)
         return onnx.load(dst)
+
+
+def matmul_mlp(dims=(64, 256, 256, 32), bias=True, seed=0):
+    """x -> [MatMul -> Add -> Relu] x 2 -> MatMul -> Add: the float model to quantize."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, h = [], [], "x"
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"], name=f"fc{i}"))
+        h = f"m{i}"
+        if bias:
+            inits.append(numpy_helper.from_array((0.1 * rng.standard_normal(b)).astype(np.float32), f"b{i}"))
+            nodes.append(helper.make_node("Add", [h, f"b{i}"], [f"a{i}"], name=f"add{i}"))
+            h = f"a{i}"
+        if i < len(dims) - 2:
+            nodes.append(helper.make_node("Relu", [h], [f"r{i}"], name=f"relu{i}"))
+            h = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", dims[0]])],
+                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["N", dims[-1]])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def quantize_nbits(model: onnx.ModelProto, bits=4, block_size=32, symmetric=False, **options) -> onnx.ModelProto:
@@ -183,7 +203,7 @@ def qweight(g, name, w, axis=0, dtype=np.int8, zero=False, block=0):
     return g.op("DequantizeLinear", ins, name=f"{name}_dq", **attrs)
 
 
-def float_same_way(float_model: onnx.ModelProto, quantized: onnx.ModelProto, result) -> onnx.ModelProto:
+def float_same_way(float_model: onnx.ModelProto, quantized: onnx.ModelProto, result, input_shapes=None) -> onnx.ModelProto:
     """The float model that MatMulNBitsQuantizer read, masked like `result` (a prune of
     `quantized`): the lifted integers and weight of each MatMulNBits map to the weight of
     the float MatMul with the same output; its scales and zero points have no float twin."""
@@ -196,4 +216,4 @@ def float_same_way(float_model: onnx.ModelProto, quantized: onnx.ModelProto, res
         skip.update(dq.input[1:])
     sinks = [(names.get(n, n), axis, idx) for n, axis, idx in result.sinks if n not in skip]
     updates = [(kind, names.get(t, t), v) for kind, t, v in result.updates]
-    return masked(float_model, sinks, updates)
+    return masked(float_model, sinks, updates, input_shapes)

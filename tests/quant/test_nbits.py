@@ -5,9 +5,8 @@ masked original, and stays within 4-bit quantization noise of the float model pr
 same way."""
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import spa
 from spa.edit import export
@@ -16,30 +15,10 @@ from spa.runtime import run
 from spa.testing import zoo
 from spa.testing.lookup import group_with
 from spa.testing.oracle import assert_oracle, feeds
-from spa.testing.quant import float_same_way, float_weights, quantize_nbits
+from spa.testing.quant import float_same_way, float_weights, matmul_mlp as mlp, quantize_nbits
 
 SCHEMES = {"uint4_zero_point": {}, "int4_symmetric": {"symmetric": True}, "uint8_zero_point": {"bits": 8}}
 NOISE = 1.0  # pruned vs the float model pruned the same way, in units of the quantization noise (measured 0.7-0.8)
-
-
-def mlp(dims=(64, 256, 256, 32), bias=True, seed=0):
-    """x -> [MatMul -> Add -> Relu] x 2 -> MatMul -> Add: the float model to quantize."""
-    rng = np.random.default_rng(seed)
-    nodes, inits, h = [], [], "x"
-    for i, (a, b) in enumerate(zip(dims, dims[1:])):
-        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"], name=f"fc{i}"))
-        h = f"m{i}"
-        if bias:
-            inits.append(numpy_helper.from_array((0.1 * rng.standard_normal(b)).astype(np.float32), f"b{i}"))
-            nodes.append(helper.make_node("Add", [h, f"b{i}"], [f"a{i}"], name=f"add{i}"))
-            h = f"a{i}"
-        if i < len(dims) - 2:
-            nodes.append(helper.make_node("Relu", [h], [f"r{i}"], name=f"relu{i}"))
-            h = f"r{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", dims[0]])],
-                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["N", dims[-1]])], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def rms(a, b):
