@@ -68,6 +68,29 @@ def why_not(node, inits, users) -> str | None:
         return f"{where}: its weights are shared with another node"
     if ins[3] and inits[ins[3]].data_type != onnx.TensorProto.UINT8:
         return f"{where}: float zero points are not supported"
+    if attrs.get("weight_prepacked", 0):
+        return f"{where}: its B is prepacked for one execution provider"
+    return _bad_shapes(where, attrs, [inits[i] if i else None for i in ins[1:4]])
+
+
+def _bad_shapes(where, attrs, tensors):
+    """Why B, scales and zero points do not fit K, N, bits and block_size, or None."""
+    try:
+        k, n, bits, block = (int(attrs[a]) for a in ("K", "N", "bits", "block_size"))
+    except KeyError:
+        return f"{where}: attributes K, N and block_size are required"
+    if k < 1 or n < 1 or block < 16 or block & (block - 1):
+        return f"{where}: K {k}, N {n} and block_size {block} are not valid"
+    blocks = (k + block - 1) // block
+    b, scales, zp = tensors
+    want = [(b, onnx.TensorProto.UINT8, n * blocks * block * bits // 8),
+            (scales, None, n * blocks), (zp, onnx.TensorProto.UINT8, n * ((blocks * bits + 7) // 8))]
+    for t, dtype, size in want:
+        if t is not None and (int(np.prod(t.dims)) != size or dtype is not None and t.data_type != dtype
+                              or t.data_location == onnx.TensorProto.EXTERNAL):
+            return f"{where}: its {t.name!r} does not hold {size} values for K {k}, N {n}, bits {bits}"
+    if scales.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+        return f"{where}: its scales are neither float nor float16"
     return None
 
 

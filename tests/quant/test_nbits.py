@@ -107,3 +107,13 @@ def test_llama_block_prunes_and_stays_quantized():
     r = spa.prune(q, kinds={"heads": 0.5, "mlp": 0.5, "hidden": 0.0}, seed=0)
     assert {g.kind for g in spa.analyze(q).groups if g.id in {c.id for c in r.changes}} == {"heads", "mlp"}
     assert_oracle(q, r)
+
+
+def test_a_node_whose_shapes_do_not_fit_is_not_lifted():
+    q = quantize_nbits(mlp(dims=(64, 48, 16)))
+    node = nbits_nodes(q)[0]
+    next(a for a in node.attribute if a.name == "N").i = 40  # B and scales hold 48 rows
+    inits = {t.name: t for t in q.graph.initializer}
+    why = nbits.why_not(node, inits, {})
+    assert why is not None and "does not hold" in why
+    assert "MatMulNBits" in [n.op for n in load(q, must_run=False).graph.nodes]  # left as it is, blocking
