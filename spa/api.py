@@ -179,7 +179,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     elif sensing:
         clock.begin("sensitivity")
         step = None if progress is None else (lambda i, n, name: progress("sensitivity", i, n, name))
-        curves = measure_sensitivity(m.proto, c, scores, _stats_or_moments(stats, c), held, compensate, max_ratio,
+        curves = measure_sensitivity(m.runnable, c, scores, _stats_or_moments(stats, c), held, compensate, max_ratio,
                                      fixed_batch(m.proto) or 16, step)
         clock.lap("sensitivity")
     clock.begin("plan")
@@ -355,7 +355,7 @@ def _reference(m, feeds, clock) -> dict:
     """Make sure the original is valid and runs (rules assume a sound model); its outputs."""
     clock.begin("reference")
     try:  # load ran the plain checker already
-        full_check(m.path if m.external else m.proto, checked=True)
+        full_check(m.path if m.external else m.runnable, checked=True)
     except Exception as exc:  # the checker and strict shape inference raise several types
         raise ModelError(f"{m.path or '<model>'}: invalid ONNX model (full check: {first_line(exc)})") from exc
     out = run_original(_source(m), feeds, m.path or "<model>")
@@ -451,7 +451,7 @@ def _main_blocker(groups) -> str:
 def _source(m):
     """What onnxruntime runs for the original: its file when it has one (no second
     serialisation), else the proto."""
-    return m.path or m.proto
+    return m.path or m.runnable
 
 
 def _probe(m):

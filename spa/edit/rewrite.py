@@ -12,6 +12,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 from ..graph import ChannelGraph
 from ..io import const_value, infer, with_shapes
 from ..io.external import NOT_MAPPED, WRITE_FROM, ExternalValues, constants
+from ..io import nbits
 from ..io.qop import lower
 from ..io.quant import FIXED, dequantize, dq_node, requantize
 from .interface import with_sizes
@@ -197,6 +198,7 @@ def export(model, graph, sink=None, resized=None) -> onnx.ModelProto:
     _materialise(graph, sink.path if sink is not None else None)
     if model.lifted:
         lower(graph)
+        nbits.lower(graph)
     _pack(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]

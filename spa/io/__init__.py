@@ -2,6 +2,7 @@
 constants, external data, the weightless skeleton, atomic saves, input arrays."""
 
 from .arrays import load_arrays
+from . import nbits
 from .constants import MAX_ELEMENTS, const_value
 from .external import DataFile, ExternalValues, Store
 from .load import Model, concrete_inputs, load, parse_input_shapes, read_proto

@@ -16,6 +16,7 @@ from ..errors import ModelError, UsageError, first_line
 from ..runtime import options, random_inputs, run, session
 from .constants import MAX_ELEMENTS
 from .external import Store, attach, bad_name, bind
+from . import nbits
 from .fold import fold, fold_weights
 from .qop import lift
 from .sizes import choose, declared, ones
@@ -45,7 +46,13 @@ class Model:
     probe_shapes: dict | None = None  # input shapes with non-leading dynamic dims grown by BUMP, where valid
     store: Store | None = None  # external data: lazily mapped, read-only
     sizes_note: str | None = None  # which sizes dynamic input dims got (spa.io.sizes), when SPA chose them
-    lifted: bool = False  # QOperator nodes were lifted to QDQ (spa.io.qop); export lowers them again
+    lifted: bool = False  # QOperator or MatMulNBits nodes were lifted to QDQ (spa.io.qop, nbits); export lowers them
+    source: onnx.ModelProto | None = None  # the proto as read, where onnxruntime cannot run the lifted one
+
+    @property
+    def runnable(self) -> onnx.ModelProto:
+        """The proto onnxruntime runs for the original model (its lifted form, where it can)."""
+        return self.proto if self.source is None else self.source
 
     @property
     def external(self) -> bool:
@@ -132,12 +139,16 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
             raise ModelError(f"{where}: a weightless zoo model (its weights were stripped); fill them first: "
                              f"python tools/zoo_format.py fill {where} filled.onnx") from exc
         raise ModelError(f"{where}: invalid ONNX model ({first_line(exc, 200)})") from exc
+    read = proto
     proto, lifted = lift(proto)
+    proto, nbits_lifted = nbits.lift(proto)
+    lifted |= nbits_lifted
+    runnable = read if nbits_lifted and _opset(proto) < 21 else proto  # blocked DequantizeLinear: opset 21
     names = {i.name for i in proto.graph.input}
     unknown = set(input_shapes) - names
     if unknown:
         raise UsageError(f"--input-shape names unknown input(s): {', '.join(sorted(unknown))}")
-    concrete, note = choose(proto, path or proto, input_shapes, where, must_run)
+    concrete, note = choose(proto, path or runnable, input_shapes, where, must_run)
     _check_sizes(concrete, (), where)
     inferred = _infer(proto, concrete, where)
     try:
@@ -147,19 +158,24 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
     bind(graph, store)
     shapes = _collect_shapes(inferred, graph)
     _check_sizes(shapes, _constant_names(graph), where)
-    _fill_unknown(shapes, proto, graph, concrete)
+    _fill_unknown(shapes, runnable, graph, concrete)
     _check_sizes(shapes, _constant_names(graph), where)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = _opset(proto)
     fold_weights(graph, shapes, opset)
     axes, probe = set(), None
     if dynamic:  # folding needs to know which dims are dynamic
-        others, probe = _bumped_shapes(proto, graph, concrete, where)
+        others, probe = _bumped_shapes(proto, graph, concrete, where, runnable)
         axes = {(n, a) for other in others for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
                 for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
         if fold(graph, shapes, others, opset):
             shapes.update((n, tuple(t.shape)) for n, t in graph.tensors().items()
                           if n not in shapes and t.shape is not None)
-    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store, note, lifted)
+    return Model(proto, graph, shapes, concrete, path, opset, size, axes, probe, store, note, lifted,
+                 None if runnable is proto else runnable)
+
+
+def _opset(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _check_opsets(proto, where):
@@ -238,7 +254,7 @@ def _collect_shapes(proto, graph) -> dict:
 BUMP = 64  # a second probe grows non-leading dynamic dims by this much: strides and pools hide +1
 
 
-def _bumped_shapes(proto, graph, concrete, where) -> tuple:
+def _bumped_shapes(proto, graph, concrete, where, runnable) -> tuple:
     """Tensor shapes at other input sizes (none without dynamic dims): every dynamic
     input dim one larger, and, where an input has a dynamic dim after the first, those
     dims BUMP larger (skipped if shape inference fails there). The axes whose size
@@ -255,19 +271,19 @@ def _bumped_shapes(proto, graph, concrete, where) -> tuple:
                                        for k, (f, x) in enumerate(zip(fixed, v)))
     if plus_one == concrete:
         return [], None
-    out = [_shapes_at(proto, graph, plus_one, where)]
+    out = [_shapes_at(proto, graph, plus_one, where, runnable)]
     if plus_many != plus_one:
         try:
-            out.append(_shapes_at(proto, graph, plus_many, where))
+            out.append(_shapes_at(proto, graph, plus_many, where, runnable))
         except ModelError:  # a model that only takes small sizes there
             return out, None
         return out, plus_many
     return out, None
 
 
-def _shapes_at(proto, graph, inputs, where) -> dict:
+def _shapes_at(proto, graph, inputs, where, runnable) -> dict:
     shapes = _collect_shapes(_infer(proto, inputs, where), graph)
-    _fill_unknown(shapes, proto, graph, inputs)
+    _fill_unknown(shapes, runnable, graph, inputs)
     return shapes
 
 
@@ -289,6 +305,8 @@ def _run_shapes(proto, concrete, names) -> dict:
     weight values, and the weights are not serialised again."""
     model = skeleton(proto)
     declared = {o.name for o in model.graph.output}
+    made = {o for n in model.graph.node for o in n.output}
+    names = [n for n in names if n in made]  # `proto` may be the model before lifting (Model.runnable)
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in declared)
     try:
         feeds = random_inputs(proto, concrete)

@@ -101,14 +101,15 @@ def requantize(node, value, grow=False) -> tuple:
     z = 0 if z0 is None else expand(node, np.asarray(z0).astype(np.int64), q0.shape)
     lo, hi = limits(q0.dtype)
     new = None
-    if grow:
-        room = np.where(value > 0, hi - z, lo - z).astype(np.float64)  # integer steps each way
-        need = np.where(room != 0, value / np.where(room != 0, room, 1), np.where(value != 0, np.inf, 0))
+    if grow:  # in magnitudes: a negative scale (MatMulNBits' symmetric blocks) flips the integers' sign
+        sign = np.where(s < 0, -1.0, 1.0)
+        room = np.where(value * sign > 0, hi - z, lo - z).astype(np.float64)  # integer steps each way
+        need = np.where(room != 0, value * sign / np.where(room != 0, room, 1), np.where(value != 0, np.inf, 0))
         need = np.maximum(np.broadcast_to(need, q0.shape), 0)
         per = _reduce_to(node, need, s0, q0.shape)
         per = np.where(np.isfinite(per), per, 0)  # a zero point at the end of the range: saturate
-        if np.any(per > s0):
-            new = np.maximum(s0, per).astype(s0.dtype)
+        if np.any(per > np.abs(s0)):
+            new = (np.where(s0 < 0, -1, 1) * np.maximum(np.abs(s0), per)).astype(s0.dtype)
             s = expand(node, new, q0.shape).astype(np.float64)
     q = np.clip(np.rint(value / s) + z, lo, hi)
     return q.astype(np.int64).astype(q0.dtype), new

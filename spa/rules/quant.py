@@ -32,14 +32,21 @@ def couple_quant(node, flow, x, y, scale_inputs):
     rank = ctx.rank(x) or 0
     stored = ctx.const(x) is not None
     axes = used_axes(ctx, y, rank) if stored else range(rank)
+    axis = int(node.attrs.get("axis", 1)) % rank if rank else 0
+    block = int(node.attrs.get("block_size", 0))
+    size = ctx.dim(x, axis) if rank else None
     for k in axes:
+        if block and k == axis and (not isinstance(size, int) or size % block):
+            # a short last block: cutting a channel would shift the rows of every later block
+            why = f"{node.op} '{node.name}': blocks of {block} do not tile axis {k} ({size})"
+            flow.refuse(x, k, why)
+            flow.refuse(y, k, why)
+            continue
         flow.identity(x, k, y, k)
         if stored:
             flow.param(x, k, "quant")
     if not rank:
         return
-    axis = int(node.attrs.get("axis", 1)) % rank
-    block = int(node.attrs.get("block_size", 0))
     for t in scale_inputs:
         r = ctx.rank(t) if t.name else None
         if not r or (r == 1 and ctx.dim(t, 0) == 1 and ctx.dim(x, axis) != 1):
@@ -47,11 +54,9 @@ def couple_quant(node, flow, x, y, scale_inputs):
         if block and r == rank:
             for k in range(rank):
                 if k == axis:
-                    ok = flow.block(t, k, x, k, block)
+                    flow.block(t, k, x, k, block)
                 else:
-                    ok = flow.identity(t, k, x, k)
-                if not ok:
-                    flow.refuse(x, k, f"{node.op} '{node.name}': blocks of {block} do not tile axis {k}")
+                    flow.identity(t, k, x, k)
         elif r == 1:
             flow.identity(t, 0, y, axis)
         for k in range(r):

@@ -153,7 +153,7 @@ class Measured(ChannelStats):
         if grads:
             want |= {node.outputs[0].name for node, _, _ in found}
         proto = onnx.ModelProto()
-        proto.CopyFrom(m.proto)
+        proto.CopyFrom(m.runnable)  # the lifted proto where onnxruntime runs it
         have = {o.name for o in proto.graph.output}
         proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(want - have))
         with tempfile.TemporaryDirectory(prefix="spa-calib-") as tmp:

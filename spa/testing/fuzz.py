@@ -1,7 +1,8 @@
 """The fuzz case generator: seed models and their mutations.
 
 Seeds are the test architectures of spa.testing.nets, quantized forms of three of them
-(QDQ, QOperator and dynamic, by onnxruntime's quantizer), models/mnist_cnn.onnx, and an
+(QDQ, QOperator and dynamic, by onnxruntime's quantizer), a 4-bit MatMulNBits MLP
+(MatMulNBitsQuantizer), models/mnist_cnn.onnx, and an
 external-data model. Each case applies one to three mutations, at byte level (bit
 flips, overwrites, truncation, insertion, deletion, splicing) or field level (op
 types, attributes, inputs, initializer dims/types/data, graph inputs and outputs,
@@ -20,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import REPO
 from .nets import ALL
-from .quant import quantize
+from .quant import matmul_mlp, quantize, quantize_nbits
 
 ARGS = [["--ratio", "0.3"], ["--ratio", "0.5", "--global"], ["--target-macs", "0.3"],
         ["--ratio", "0.3", "--round-to", "4"], ["--ratio", "0.3", "--external-data"]]
@@ -39,6 +40,7 @@ def seeds(folder) -> list[tuple[str, bytes, bytes | None]]:
     out = [(name, fn().SerializeToString(), None) for name, fn in sorted(ALL.items())]
     for name, fmt in QUANTIZED:  # quantized mutants: QDQ and QOperator forms of two nets
         out.append((f"{name}_{fmt}", quantize(ALL[name](), fmt).SerializeToString(), None))
+    out.append(("mlp_nbits", quantize_nbits(matmul_mlp((64, 96, 32))).SerializeToString(), None))  # MatMulNBits
     with open(os.path.join(REPO, "models", "mnist_cnn.onnx"), "rb") as f:
         out.append(("mnist_cnn", f.read(), None))
     path = os.path.join(folder, "model.onnx")

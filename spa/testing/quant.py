@@ -12,11 +12,13 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from spa.io import const_value
+from spa.io import const_value, nbits
 from spa.io.quant import dequantize, dq_node, limits
+from spa.verify import masked
 
 from .oracle import feeds
 
@@ -53,11 +55,42 @@ def quantize(model: onnx.ModelProto, fmt="qdq", per_channel=True, batches=4, bat
         return onnx.load(dst)
 
 
+def matmul_mlp(dims=(64, 256, 256, 32), bias=True, seed=0):
+    """x -> [MatMul -> Add -> Relu] x 2 -> MatMul -> Add: the float model to quantize."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, h = [], [], "x"
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"], name=f"fc{i}"))
+        h = f"m{i}"
+        if bias:
+            inits.append(numpy_helper.from_array((0.1 * rng.standard_normal(b)).astype(np.float32), f"b{i}"))
+            nodes.append(helper.make_node("Add", [h, f"b{i}"], [f"a{i}"], name=f"add{i}"))
+            h = f"a{i}"
+        if i < len(dims) - 2:
+            nodes.append(helper.make_node("Relu", [h], [f"r{i}"], name=f"relu{i}"))
+            h = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", dims[0]])],
+                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["N", dims[-1]])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def quantize_nbits(model: onnx.ModelProto, bits=4, block_size=32, symmetric=False, **options) -> onnx.ModelProto:
+    """The model's MatMul weights quantized by onnxruntime's MatMulNBitsQuantizer
+    (MatMulNBits, com.microsoft; the input model is left as it is)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    q = MatMulNBitsQuantizer(copy, bits=bits, block_size=block_size, is_symmetric=symmetric, **options)
+    q.process()
+    return q.model.model
+
+
 def dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
     """The float-equivalent graph of a QDQ model: every DequantizeLinear of constants
     becomes a float initializer under its output's name, and every QuantizeLinear ->
-    DequantizeLinear pair on an activation is dropped (its consumers read the float)."""
-    graph = gs.import_onnx(model)
+    DequantizeLinear pair on an activation is dropped (its consumers read the float);
+    MatMulNBits becomes MatMul by its dequantized weight."""
+    graph = gs.import_onnx(nbits.lift(model)[0])
     outputs = {t.name for t in graph.outputs}
     for node in list(graph.nodes):
         y = node.outputs[0] if node.outputs else None
@@ -108,6 +141,7 @@ def float_weights(model: onnx.ModelProto, least=16) -> dict:
     """{name: element count} of the float initializers and Constant nodes with at least
     `least` elements, (de)quantization scales left out: the weights a model keeps in float."""
     scales = {n.input[1] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    scales |= {n.input[2] for n in model.graph.node if n.op_type == "MatMulNBits"}
     out = {}
     for t in model.graph.initializer:
         if t.name in scales:
@@ -167,3 +201,19 @@ def qweight(g, name, w, axis=0, dtype=np.int8, zero=False, block=0):
     if block:
         attrs["block_size"] = block
     return g.op("DequantizeLinear", ins, name=f"{name}_dq", **attrs)
+
+
+def float_same_way(float_model: onnx.ModelProto, quantized: onnx.ModelProto, result, input_shapes=None) -> onnx.ModelProto:
+    """The float model that MatMulNBitsQuantizer read, masked like `result` (a prune of
+    `quantized`): the lifted integers and weight of each MatMulNBits map to the weight of
+    the float MatMul with the same output; its scales and zero points have no float twin."""
+    lifted = nbits.lift(quantized)[0]
+    weights = {n.output[0]: n.input[1] for n in float_model.graph.node if n.op_type == "MatMul"}
+    names, skip = {}, set()
+    for dq in (n for n in lifted.graph.node if n.name.endswith(nbits.DQ)):
+        mm = next(n for n in lifted.graph.node if n.op_type == "MatMul" and n.input[1] == dq.output[0])
+        names[dq.input[0]] = names[dq.output[0]] = weights[mm.output[0]]
+        skip.update(dq.input[1:])
+    sinks = [(names.get(n, n), axis, idx) for n, axis, idx in result.sinks if n not in skip]
+    updates = [(kind, names.get(t, t), v) for kind, t, v in result.updates]
+    return masked(float_model, sinks, updates, input_shapes)

@@ -12,18 +12,20 @@ from ..io import load
 from ..rules import Ctx
 
 
-def masked(original: onnx.ModelProto, sinks, updates=()) -> onnx.ModelProto:
+def masked(original: onnx.ModelProto, sinks, updates=(), input_shapes=None) -> onnx.ModelProto:
     """The original model with every removed channel's consumer slices zeroed.
 
     Args:
         original: the unpruned model.
         sinks: (tensor name, axis, indices) of the parameter slices that read removed channels.
         updates: the compensation a prune applied (PruneResult.updates, compensate.Update).
+        input_shapes: {input: shape} for a model whose dynamic dims SPA cannot choose
+            (as given to the prune).
 
     Returns:
         A model whose outputs should equal the pruned model's.
     """
-    model = load(original)
+    model = load(original, input_shapes)
     ctx = Ctx(model)
     values = {}
     for kind, name, delta in updates:

@@ -1,0 +1,119 @@
+"""MatMulNBits (com.microsoft) from onnxruntime's MatMulNBitsQuantizer: lifted to a blocked
+DequantizeLinear -> MatMul on load and lowered back on export (spa/io/nbits.py). N prunes
+per channel, K in whole blocks; the pruned model keeps its MatMulNBits nodes, equals the
+masked original, and stays within 4-bit quantization noise of the float model pruned the
+same way."""
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+import spa
+from spa.edit import export
+from spa.io import load, nbits
+from spa.runtime import run
+from spa.testing import zoo
+from spa.testing.lookup import group_with
+from spa.testing.oracle import assert_oracle, feeds
+from spa.testing.quant import float_same_way, float_weights, matmul_mlp as mlp, quantize_nbits
+
+SCHEMES = {"uint4_zero_point": {}, "int4_symmetric": {"symmetric": True}, "uint8_zero_point": {"bits": 8}}
+NOISE = 1.0  # pruned vs the float model pruned the same way, in units of the quantization noise (measured 0.7-0.8)
+
+
+def rms(a, b):
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def nbits_nodes(model):
+    return [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+
+
+def attrs(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_pack_unpack_round_trip(bits):
+    v = np.random.default_rng(0).integers(0, 1 << bits, (3, 37)).astype(np.uint8)
+    packed = nbits.pack(v, bits, 37 * bits // 8 + 1)
+    assert packed.dtype == np.uint8 and packed.shape == (3, 37 * bits // 8 + 1)
+    np.testing.assert_array_equal(nbits.unpack(packed, bits, 37), v)
+    if bits == 4:  # lowest bits first, as MatMulNBits reads them
+        assert packed[0, 0] == v[0, 0] | (v[0, 1] << 4)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_lift_and_lower_give_back_the_same_model(scheme):
+    q = quantize_nbits(mlp(dims=(80, 48, 16)), **SCHEMES[scheme])  # K = 80: a short last block
+    m = load(q)
+    assert m.lifted and not nbits_nodes(m.proto) and m.runnable is not m.proto  # opset 17: runs the original
+    out = export(m, m.graph)
+    assert [n.op_type for n in out.graph.node] == [n.op_type for n in q.graph.node]
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    for t in out.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(t), inits[t.name], err_msg=t.name)
+    for a, b in zip(nbits_nodes(out), nbits_nodes(q)):
+        assert attrs(a) == attrs(b) and list(a.input) == list(b.input)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_mlp_prunes_n_and_k_and_stays_quantized(scheme):
+    f = mlp()
+    q = quantize_nbits(f, **SCHEMES[scheme])
+    r = spa.prune(q, ratio=0.3, seed=0)
+    assert r.macs_reduction > 0.3
+    assert_oracle(q, r)
+    assert set(float_weights(r.model)) <= set(float_weights(q)), "a float weight was added"
+    nodes = nbits_nodes(r.model)
+    assert len(nodes) == 3 and not any(n.op_type == "MatMul" for n in r.model.graph.node)
+    inits = {t.name: numpy_helper.to_array(t) for t in r.model.graph.initializer}
+    ks, ns = [], []
+    for node in nodes:
+        a, b = attrs(node), inits[node.input[1]]
+        assert b.shape == (a["N"], -(-a["K"] // 32), 32 * a["bits"] // 8) and inits[node.input[2]].size == b.shape[0] * b.shape[1]
+        ks.append(a["K"])
+        ns.append(a["N"])
+    assert ns[0] < 256 and ns[1] < 256 and ns[:2] == ks[1:] and all(k % 32 == 0 for k in ks[1:])  # hidden: whole blocks
+    x = feeds(q, batch=64)
+    same_way, pruned, original, float_original = (run(m, x) for m in (float_same_way(f, q, r), r.model, q, f))
+    for name, want in same_way.items():
+        noise = rms(original[name], float_original[name])
+        assert rms(pruned[name], want) < NOISE * noise, (name, rms(pruned[name], want), noise)
+
+
+def test_k_in_blocks_that_do_not_tile_is_blocked():
+    """K = 48 in blocks of 32 (the second one short): the 48 hidden units cannot be cut."""
+    q = quantize_nbits(mlp(dims=(64, 48, 16)))
+    gr = group_with(spa.analyze(q), "fc1_Q4__spa_nbits_w[0]")
+    assert not gr.prunable and "blocks of 32 do not tile axis 0 (48)" in gr.reason
+
+
+def test_weights_stay_as_quantized_where_compensation_folds_into_the_bias():
+    q = quantize_nbits(mlp())
+    r = spa.prune(q, ratio=0.3, seed=0)
+    assert r.updates and all(kind == "bias" for kind, _, _ in r.updates)
+
+
+def test_llama_block_prunes_and_stays_quantized():
+    """The zoo's tiny Llama (GQA, TorchScript export, random weights): every MatMul but
+    attention's becomes MatMulNBits; heads, MLP and hidden size prune in whole blocks."""
+    q = quantize_nbits(zoo.load("llama", "ts"))
+    r = spa.prune(q, ratio=0.3, seed=0)
+    assert r.macs_reduction >= 0.3
+    assert set(float_weights(r.model)) <= set(float_weights(q)), "a float weight was added"
+    assert len(nbits_nodes(r.model)) == len(nbits_nodes(q))
+    # the oracle holds for heads and MLP (pruning the hidden size through RMSNorm is not zeroing)
+    r = spa.prune(q, kinds={"heads": 0.5, "mlp": 0.5, "hidden": 0.0}, seed=0)
+    assert {g.kind for g in spa.analyze(q).groups if g.id in {c.id for c in r.changes}} == {"heads", "mlp"}
+    assert_oracle(q, r)
+
+
+def test_a_node_whose_shapes_do_not_fit_is_not_lifted():
+    q = quantize_nbits(mlp(dims=(64, 48, 16)))
+    node = nbits_nodes(q)[0]
+    next(a for a in node.attribute if a.name == "N").i = 40  # B and scales hold 48 rows
+    inits = {t.name: t for t in q.graph.initializer}
+    why = nbits.why_not(node, inits, {})
+    assert why is not None and "does not hold" in why
+    assert "MatMulNBits" in [n.op for n in load(q, must_run=False).graph.nodes]  # left as it is, blocking
