@@ -226,6 +226,7 @@ def const_moments(value, axis, rank, n):
 
 def _normalised(cov):
     d = np.sqrt(np.maximum(np.diag(cov), 1e-30))
-    out = cov / np.outer(d, d)
+    out = cov / d[:, None]  # then in place: one new array, not two, of the stage's largest size
+    out /= d
     np.fill_diagonal(out, 1.0)
     return out
