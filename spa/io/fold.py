@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx.reference
 import onnx_graphsurgeon as gs
 
 from ..runtime import session
@@ -260,20 +259,21 @@ def fold_weights(graph: gs.Graph, shapes: dict, opset: int) -> int:
             t = node.inputs[k] if k < len(node.inputs) else None
             if t is None or not t.name or isinstance(t, gs.Constant):
                 continue
-            value = _evaluate_views(t, opset)
-            if value is not None:
-                folded = gs.Constant(f"{t.name}_folded", value)
+            views = _views_of_constants(t)
+            values = None if views is None else _evaluate([n for n in graph.nodes if id(n) in views], shapes, opset)
+            if values is not None and t.name in values:
+                folded = gs.Constant(f"{t.name}_folded", values[t.name])
                 node.inputs[k] = folded
-                shapes[folded.name] = tuple(value.shape)
+                shapes[folded.name] = tuple(folded.values.shape)
                 done += 1
     if done:
         graph.cleanup().toposort()
     return done
 
 
-def _evaluate_views(t, opset, limit=64):
-    """t's value when it is computed by WEIGHT_VIEWS ops from constants alone, else None."""
-    nodes, todo, seen = [], [t], set()
+def _views_of_constants(t, limit=64) -> set | None:
+    """ids of the WEIGHT_VIEWS nodes that compute t from constants alone, else None."""
+    nodes, todo, seen = set(), [t], set()
     while todo:
         x = todo.pop()
         if isinstance(x, gs.Constant) or x.name in seen:
@@ -281,20 +281,6 @@ def _evaluate_views(t, opset, limit=64):
         seen.add(x.name)
         if len(x.inputs) != 1 or x.inputs[0].op not in WEIGHT_VIEWS or len(nodes) >= limit:
             return None
-        nodes.append(x.inputs[0])
+        nodes.add(id(x.inputs[0]))
         todo += [i for i in x.inputs[0].inputs if i.name]
-    unique = []
-    for n in reversed(nodes):
-        if not any(n is u for u in unique):
-            unique.append(n)
-    sub = gs.Graph(nodes=unique, inputs=[], outputs=[t], opset=opset)
-    try:
-        sub = sub.copy().toposort()
-        for c in sub.tensors().values():
-            if isinstance(c, gs.Constant):  # weights read lazily from their file: the values themselves
-                c.values = np.asarray(c.values)
-        model = gs.export_onnx(sub, do_type_check=False)
-        return onnx.reference.ReferenceEvaluator(model).run(None, {})[0]
-    except Exception:  # a view onnx's reference evaluator cannot run: leave the weight computed
-        return None
-
+    return nodes
