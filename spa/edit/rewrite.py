@@ -121,8 +121,10 @@ def _coupled_biases(t, dq):
 
 
 def _store(model, t, value, sink):
-    """A constant's new value; a large one goes straight to the data file being written."""
-    if sink is None or value.nbytes < WRITE_FROM:
+    """A constant's new value; a large one goes straight to the data file being written,
+    except 4-bit values (numpy holds them a byte each: _to_data_file packs them) and the
+    parts of a lifted MatMulNBits weight (lowering repacks them)."""
+    if sink is None or value.nbytes < WRITE_FROM or value.dtype.name in PACKED or nbits.lifted_part(t):
         t.values = value
         t.data_location = None
         return
@@ -158,7 +160,9 @@ def _to_data_file(graph, sink):
             else:
                 if v.dtype.kind in "OSU" or v.nbytes < WRITE_FROM:
                     continue
-                data_type, n, offset = onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.nbytes, sink.put_array(v)
+                data_type = onnx.helper.np_dtype_to_tensor_dtype(v.dtype)
+                raw = np.frombuffer(onnx.numpy_helper.from_array(v).raw_data, np.uint8) if v.dtype.name in PACKED else v
+                n, offset = raw.nbytes, sink.put_array(raw)  # 4-bit values two a byte, as ONNX stores them
             c.values = sink.values(c.name, data_type, v.shape, offset, n)
             c.data_location = TensorProto.EXTERNAL
 
@@ -193,12 +197,12 @@ def export(model, graph, sink=None, resized=None) -> onnx.ModelProto:
             t.shape = None
     _untype_non_tensors(graph)
     graph.cleanup().toposort()
+    if model.lifted:  # before the data file is written: lowering makes new constants (packed MatMulNBits weights)
+        lower(graph)
+        nbits.lower(graph)
     if sink is not None:
         _to_data_file(graph, sink)
     _materialise(graph, sink.path if sink is not None else None)
-    if model.lifted:
-        lower(graph)
-        nbits.lower(graph)
     _pack(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     del out.graph.value_info[:]

@@ -219,6 +219,14 @@ def bind(graph, store: Store) -> None:
             t.values = ExternalValues(v.tensor, store.files, resolve(store.base, location, v.tensor.name), offset)
 
 
+def tensor_array(t: TensorProto, store: Store) -> np.ndarray:
+    """A tensor's value; an external one is read through the store's read-only maps."""
+    if t.data_location != TensorProto.EXTERNAL:
+        return onnx.numpy_helper.to_array(t)
+    location, offset, _ = external_info(t)
+    return ExternalValues(t, store.files, resolve(store.base, location, t.name), offset).load()
+
+
 def constants(graph):
     """Every gs.Constant of a graph: its tensors, node attributes, and subgraphs' ones."""
     seen = {}

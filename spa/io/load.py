@@ -15,7 +15,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from ..errors import ModelError, UsageError, first_line
 from ..runtime import options, random_inputs, run, session
 from .constants import MAX_ELEMENTS
-from .external import Store, attach, bad_name, bind
+from .external import Store, attach, bad_name, bind, tensor_array
 from . import nbits
 from .fold import fold, fold_weights
 from .qop import lift
@@ -141,7 +141,7 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
         raise ModelError(f"{where}: invalid ONNX model ({first_line(exc, 200)})") from exc
     read = proto
     proto, lifted = lift(proto)
-    proto, nbits_lifted = nbits.lift(proto)
+    proto, nbits_lifted = nbits.lift(proto, lambda t: tensor_array(t, store))
     lifted |= nbits_lifted
     runnable = read if nbits_lifted and _opset(proto) < 21 else proto  # blocked DequantizeLinear: opset 21
     names = {i.name for i in proto.graph.input}

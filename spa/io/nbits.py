@@ -86,16 +86,16 @@ def _bad_shapes(where, attrs, tensors):
     want = [(b, onnx.TensorProto.UINT8, n * blocks * block * bits // 8),
             (scales, None, n * blocks), (zp, onnx.TensorProto.UINT8, n * ((blocks * bits + 7) // 8))]
     for t, dtype, size in want:
-        if t is not None and (int(np.prod(t.dims)) != size or dtype is not None and t.data_type != dtype
-                              or t.data_location == onnx.TensorProto.EXTERNAL):
+        if t is not None and (int(np.prod(t.dims)) != size or dtype is not None and t.data_type != dtype):
             return f"{where}: its {t.name!r} does not hold {size} values for K {k}, N {n}, bits {bits}"
     if scales.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
         return f"{where}: its scales are neither float nor float16"
     return None
 
 
-def lift(proto: onnx.ModelProto) -> tuple:
-    """(model, lifted?): the model with its MatMulNBits nodes in QDQ form, or itself."""
+def lift(proto: onnx.ModelProto, read=numpy_helper.to_array) -> tuple:
+    """(model, lifted?): the model with its MatMulNBits nodes in QDQ form, or itself.
+    `read(tensor proto) -> array` reads a weight (load passes one that reads external data)."""
     found = [n for n in proto.graph.node if n.op_type == "MatMulNBits" and n.domain == MS]
     if not found:
         return proto, False
@@ -109,7 +109,7 @@ def lift(proto: onnx.ModelProto) -> tuple:
         if node.op_type != "MatMulNBits" or node.domain != MS or why_not(node, inits, users):
             nodes.append(node)
             continue
-        made, new = _lift(node, inits)
+        made, new = _lift(node, inits, read)
         nodes.extend(made)
         added.extend(new)
         dropped.update(i for i in node.input[1:4] if i)
@@ -125,18 +125,18 @@ def lift(proto: onnx.ModelProto) -> tuple:
     return out, True
 
 
-def _lift(node, inits):
+def _lift(node, inits, read):
     """([nodes], [initializers]) of one MatMulNBits node's lifted form."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     k, n, bits, block = (int(attrs[a]) for a in ("K", "N", "bits", "block_size"))
     ins = list(node.input) + [""] * (6 - len(node.input))
     name = node.name or node.output[0]
     blocks = (k + block - 1) // block
-    b = numpy_helper.to_array(inits[ins[1]]).reshape(n, blocks, -1)
+    b = read(inits[ins[1]]).reshape(n, blocks, -1)
     q = unpack(b, bits, block).reshape(n, blocks * block)[:, :k].T
-    scale = numpy_helper.to_array(inits[ins[2]]).reshape(n, blocks).T
+    scale = read(inits[ins[2]]).reshape(n, blocks).T
     if ins[3]:
-        zp = unpack(numpy_helper.to_array(inits[ins[3]]).reshape(n, -1), bits, blocks).T
+        zp = unpack(read(inits[ins[3]]).reshape(n, -1), bits, blocks).T
         zname, zrank = ins[3] + SUFFIX, len(inits[ins[3]].dims)
     else:
         zp, zname, zrank = np.full((blocks, n), 1 << (bits - 1), np.uint8), name + DEFAULT_ZP, 0
@@ -159,6 +159,11 @@ def _lift(node, inits):
 def lifted(t) -> bool:
     """A weight tensor that a lifted MatMulNBits form dequantizes."""
     return len(t.inputs) == 1 and (t.inputs[0].name or "").endswith(DQ)
+
+
+def lifted_part(t) -> bool:
+    """The integers, scale or zero point that a lifted MatMulNBits form dequantizes."""
+    return any((n.name or "").endswith(DQ) for n in t.outputs)
 
 
 def lower(graph: gs.Graph) -> int:

@@ -22,7 +22,9 @@ from spa.io import const_value, load
 from spa.io import Staged
 from spa.runtime import random_inputs, run
 
+from spa.testing.graphs import sandwich
 from spa.testing.mlp import build as build_mlp
+from spa.testing.quant import qweight
 
 
 def digest(folder):
@@ -78,6 +80,22 @@ def test_external_output_equals_in_memory_pruning(mlp, tmp_path):
     masked = run(spa.masked(onnx.load(mlp), result.sinks, result.updates), x)
     for name in want:
         np.testing.assert_allclose(got[name], masked[name], rtol=1e-4, atol=1e-4)
+
+
+def test_int4_weights_go_to_the_data_file_two_a_byte(tmp_path):
+    """conv0 (8) -> Conv by an int4 QDQ weight [96, 8, 3, 3] -> tail: the pruned integers
+    (6912 -> 4860 values) are written to the data file packed, as ONNX reads them."""
+    def fn(g, x):
+        w = qweight(g, "mid_w", g.randn(96, 8, 3, 3, scale=0.1), dtype="int4")
+        return g.op("Conv", [x, w], name="mid", c=96, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 96
+
+    src, out = str(tmp_path / "q.onnx"), str(tmp_path / "o.onnx")
+    onnx.save(sandwich(fn, opset=21), src)
+    r = spa.prune(src, out, ratio=0.3, external_data=True)
+    assert r.verdict.checker and r.verdict.outputs_match
+    q = next(t for t in onnx.load(out, load_external_data=False).graph.initializer if t.name == "mid_w_q")
+    assert q.data_location == onnx.TensorProto.EXTERNAL and q.data_type == onnx.TensorProto.INT4
+    assert int(next(e.value for e in q.external_data if e.key == "length")) == (int(np.prod(q.dims)) + 1) // 2
 
 
 def test_small_external_input_gives_one_file_by_default(mlp, tmp_path):

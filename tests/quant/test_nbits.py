@@ -4,7 +4,10 @@ per channel, K in whole blocks; the pruned model keeps its MatMulNBits nodes, eq
 masked original, and stays within 4-bit quantization noise of the float model pruned the
 same way."""
 
+import os
+
 import numpy as np
+import onnx
 import pytest
 from onnx import helper, numpy_helper
 
@@ -117,3 +120,44 @@ def test_a_node_whose_shapes_do_not_fit_is_not_lifted():
     why = nbits.why_not(node, inits, {})
     assert why is not None and "does not hold" in why
     assert "MatMulNBits" in [n.op for n in load(q, must_run=False).graph.nodes]  # left as it is, blocking
+
+
+@pytest.fixture
+def external(tmp_path):
+    """(model, path): the MLP quantized, saved with every tensor in q.onnx.data; fc1's and
+    fc2's B (128 KB, 64 KB) stay in the file on load, the smaller ones are read in."""
+    q = quantize_nbits(mlp(dims=(128, 512, 512, 32)))
+    path = str(tmp_path / "q.onnx")
+    onnx.save(onnx.ModelProto.FromString(q.SerializeToString()), path, save_as_external_data=True,
+              location="q.onnx.data", size_threshold=0)  # onnx.save moves the data of the proto it is given
+    return q, path
+
+
+def test_external_weights_are_lifted_and_pruned(external):
+    q, path = external
+    m = load(path)
+    assert m.external and m.lifted and not nbits_nodes(m.proto)
+    r = spa.prune(path, ratio=0.3, seed=0)
+    assert r.macs_reduction > 0.3 and r.verdict.checker and r.verdict.runs
+    assert_oracle(q, r)
+    assert len(nbits_nodes(r.model)) == 3 and not any(n.op_type == "MatMul" for n in r.model.graph.node)
+    assert set(float_weights(r.model)) <= set(float_weights(q)), "a float weight was added"
+    onnx.checker.check_model(r.model, full_check=True)
+
+
+def test_external_output_keeps_the_packed_weights_in_its_data_file(external, tmp_path):
+    """Written with external data: each large pruned B goes back to the data file, which
+    holds nothing else (no lifted integers, a byte a value, left behind)."""
+    q, path = external
+    out = str(tmp_path / "o.onnx")
+    r = spa.prune(path, out, ratio=0.3, seed=0, external_data=True)
+    assert r.verdict.checker and r.verdict.outputs_match
+    written = onnx.load(out, load_external_data=False)
+    far = {t.name: t for t in written.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {n.input[1] for n in nbits_nodes(written)} <= set(far)
+    held = sum(int(np.prod(t.dims)) * (1 if t.data_type == onnx.TensorProto.UINT8 else 4) for t in far.values())
+    assert held <= os.path.getsize(out + ".data") < held + 16 * len(far)  # at most alignment between tensors
+    x = feeds(q, batch=4)
+    in_memory = run(spa.prune(path, ratio=0.3, seed=0).model, x)
+    for name, got in run(out, x).items():
+        np.testing.assert_array_equal(got, in_memory[name])
