@@ -12,7 +12,8 @@ QDQ weights apply (spa.io.quant): N prunes channel by channel, K in whole blocks
 
 Below opset 21 onnxruntime cannot run the lifted form (onnx's shape inference can):
 onnxruntime then runs the original (load.Model.runnable). The last node of each lifted
-form is named `<node>` MARK `s<scale rank>z<zero point rank>a<accuracy_level>`.
+form is named `<node>` MARK `s<scale rank>z<zero point rank>a<accuracy_level>`, then
+`g:<g_idx name>` where a trivial g_idx was dropped.
 """
 
 from __future__ import annotations
@@ -53,24 +54,57 @@ def pack(values, bits, nbytes, fill=0):
     return (v << (np.arange(per) * bits).astype(np.uint16)).sum(-1).astype(np.uint8)
 
 
-def why_not(node, inits, users) -> str | None:
-    """Why a MatMulNBits node (onnx NodeProto) cannot be lifted, or None."""
+def why_not(node, inits, users, read=numpy_helper.to_array) -> str | None:
+    """Why a MatMulNBits node (onnx NodeProto) cannot be lifted, or None. `inits`: {name:
+    TensorProto} of the initializers, `users`: {tensor name: nodes reading it}, `read`: see lift."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     ins = list(node.input) + [""] * (6 - len(node.input))
     where = f"MatMulNBits '{node.name or node.output[0]}'"
     if int(attrs.get("bits", 4)) not in TYPES:
         return f"{where}: {attrs.get('bits')}-bit weights have no ONNX integer type to prune them in"
-    if ins[4]:
-        return f"{where}: g_idx (act-order) blocks are not contiguous along K"
-    if any(i and i not in inits for i in ins[1:4]):
+    if any(i and i not in inits for i in ins[1:5]):
         return f"{where}: its weights are not constants"
-    if any(i and users.get(i, 0) > 1 for i in ins[1:4]):
+    if any(i and users.get(i, 0) > 1 for i in ins[1:5]):
         return f"{where}: its weights are shared with another node"
     if ins[3] and inits[ins[3]].data_type != onnx.TensorProto.UINT8:
         return f"{where}: float zero points are not supported"
     if attrs.get("weight_prepacked", 0):
         return f"{where}: its B is prepacked for one execution provider"
-    return _bad_shapes(where, attrs, [inits[i] if i else None for i in ins[1:4]])
+    return _bad_shapes(where, attrs, [inits[i] if i else None for i in ins[1:4]]) or (
+        _bad_g_idx(where, attrs, inits[ins[4]], ins[3], read) if ins[4] else None)
+
+
+def _bad_g_idx(where, attrs, g_idx, zero_points, read):
+    """Why a g_idx cannot be dropped, or None: only the trivial one (i // block_size) can,
+    and only without zero points (onnxruntime's CPU kernel reads uint8 zero points as
+    2^(bits-1) when g_idx is given, and as they are without it)."""
+    k, block = int(attrs["K"]), int(attrs["block_size"])
+    if list(g_idx.dims) != [k] or g_idx.data_type != onnx.TensorProto.INT32 \
+            or not np.array_equal(read(g_idx), np.arange(k) // block):
+        return f"{where}: its g_idx (act-order) is not i // block_size: its blocks are not contiguous along K"
+    if zero_points:
+        return (f"{where}: g_idx with uint8 zero points (onnxruntime's CPU kernel then reads every zero "
+                f"point as {1 << (int(attrs['bits']) - 1)}, other kernels as stored)")
+    return None
+
+
+def blocked(node) -> str:
+    """Why a MatMulNBits node of a graphsurgeon graph was left as it is (load lifts every
+    other one): why_not's answer for the constants the node reads."""
+    inits, users = {}, {}
+    for i, t in enumerate(node.inputs):
+        if isinstance(t, gs.Constant):
+            try:
+                dtype = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype))
+            except (KeyError, TypeError, ValueError):  # a type onnx has no number for
+                dtype = onnx.TensorProto.UNDEFINED
+            inits[t.name] = numpy_helper.from_array(np.asarray(const_value(t)), t.name) if i == 4 else \
+                onnx.TensorProto(name=t.name, dims=list(t.shape), data_type=dtype)
+            users[t.name] = len({id(u) for u in t.outputs})
+    attrs = {k: v for k, v in node.attrs.items() if isinstance(v, (int, float, str))}
+    proto = helper.make_node(node.op, [t.name for t in node.inputs], [t.name for t in node.outputs],
+                             name=node.name, domain=node.domain, **attrs)
+    return why_not(proto, inits, users) or f"MatMulNBits '{node.name}' was not lifted to a form SPA can prune"
 
 
 def _bad_shapes(where, attrs, tensors):
@@ -106,13 +140,13 @@ def lift(proto: onnx.ModelProto, read=numpy_helper.to_array) -> tuple:
             users[i] = users.get(i, 0) + 1
     nodes, added, dropped = [], [], set()
     for node in proto.graph.node:
-        if node.op_type != "MatMulNBits" or node.domain != MS or why_not(node, inits, users):
+        if node.op_type != "MatMulNBits" or node.domain != MS or why_not(node, inits, users, read):
             nodes.append(node)
             continue
         made, new = _lift(node, inits, read)
         nodes.extend(made)
         added.extend(new)
-        dropped.update(i for i in node.input[1:4] if i)
+        dropped.update(i for i in node.input[1:5] if i)
     if not added:
         return proto, False
     out = onnx.ModelProto()
@@ -146,6 +180,8 @@ def _lift(node, inits, read):
            numpy_helper.from_array(np.ascontiguousarray(zp.astype(dtype)), zname)]
     w, y = f"{name}__spa_nbits_w", node.output[0]
     last = f"{name}{MARK}s{len(inits[ins[2]].dims)}z{zrank}a{int(attrs.get('accuracy_level', -1))}"
+    if ins[4]:  # a trivial g_idx (why_not): dropped, written again for the new K on export
+        last += f"g:{ins[4]}"
     made = [helper.make_node("DequantizeLinear", [t.name for t in new], [w], name=name + DQ,
                              axis=0, block_size=block)]
     if ins[5]:
@@ -170,8 +206,9 @@ def lower(graph: gs.Graph) -> int:
     """Put the MatMulNBits nodes of lifted forms back in a graphsurgeon graph; returns how many."""
     done = 0
     for last in [n for n in graph.nodes if MARK in (n.name or "")]:
-        name, spec = last.name.split(MARK)
-        srank, zrank, acc = (int(v) for v in re.fullmatch(r"s(\d)z(\d)a(-?\d+)", spec).groups())
+        name, spec = last.name.split(MARK, 1)
+        srank, zrank, acc, g_idx = re.fullmatch(r"s(\d)z(\d)a(-?\d+)(?:g:(.*))?", spec, re.S).groups()
+        srank, zrank, acc = int(srank), int(zrank), int(acc)
         mm = last if last.op == "MatMul" else last.inputs[0].inputs[0]
         dq = mm.inputs[1].inputs[0]
         q, scale, zp = (const_value(t) for t in dq.inputs[:3])
@@ -188,6 +225,8 @@ def lower(graph: gs.Graph) -> int:
         if zrank:
             zb = pack(z, bits, (blocks * bits + 7) // 8, fill=1 << (bits - 1))  # padded as the quantizer does
             ins.append(gs.Constant(_orig(dq.inputs[2].name), zb.reshape(-1) if zrank == 1 else zb))
+        if g_idx is not None:
+            ins += [gs.Variable.empty()] * (4 - len(ins)) + [gs.Constant(g_idx, (np.arange(k) // block).astype(np.int32))]
         if last.op == "Add":
             ins += [gs.Variable.empty()] * (5 - len(ins)) + [last.inputs[1]]
         attrs = {"K": k, "N": n, "bits": bits, "block_size": block}

@@ -85,6 +85,36 @@ def quantize_nbits(model: onnx.ModelProto, bits=4, block_size=32, symmetric=Fals
     return q.model.model
 
 
+def with_g_idx(model: onnx.ModelProto, shuffled=False, seed=0) -> onnx.ModelProto:
+    """A copy whose MatMulNBits nodes read a g_idx: the trivial one (i // block_size), or
+    that one shuffled (act-order)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    rng = np.random.default_rng(seed)
+    for node in (n for n in out.graph.node if n.op_type == "MatMulNBits"):
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        g = np.arange(a["K"], dtype=np.int32) // a["block_size"]
+        out.graph.initializer.append(numpy_helper.from_array(rng.permutation(g) if shuffled else g, f"{node.name}_g_idx"))
+        ins = list(node.input[:4]) + [""] * (4 - len(node.input[:4])) + [f"{node.name}_g_idx"] + list(node.input[5:])
+        del node.input[:]
+        node.input.extend(ins)
+    return out
+
+
+def with_float_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose MatMulNBits zero points are floats of the scales' type (the same values)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    for node in (n for n in out.graph.node if n.op_type == "MatMulNBits" and len(n.input) > 3 and n.input[3]):
+        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        blocks = -(-a["K"] // a["block_size"])
+        z = nbits.unpack(numpy_helper.to_array(inits[node.input[3]]).reshape(a["N"], -1), a["bits"], blocks)
+        scale = numpy_helper.to_array(inits[node.input[2]])
+        inits[node.input[3]].CopyFrom(numpy_helper.from_array(z.astype(scale.dtype).reshape(scale.shape), node.input[3]))
+    return out
+
+
 def dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
     """The float-equivalent graph of a QDQ model: every DequantizeLinear of constants
     becomes a float initializer under its output's name, and every QuantizeLinear ->

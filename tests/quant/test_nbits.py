@@ -18,7 +18,7 @@ from spa.runtime import run
 from spa.testing import zoo
 from spa.testing.lookup import group_with
 from spa.testing.oracle import assert_oracle, feeds
-from spa.testing.quant import float_same_way, float_weights, matmul_mlp as mlp, quantize_nbits
+from spa.testing.quant import float_same_way, float_weights, matmul_mlp as mlp, quantize_nbits, with_g_idx
 
 SCHEMES = {"uint4_zero_point": {}, "int4_symmetric": {"symmetric": True}, "uint8_zero_point": {"bits": 8}}
 NOISE = 1.0  # pruned vs the float model pruned the same way, in units of the quantization noise (measured 0.7-0.8)
@@ -110,6 +110,26 @@ def test_llama_block_prunes_and_stays_quantized():
     r = spa.prune(q, kinds={"heads": 0.5, "mlp": 0.5, "hidden": 0.0}, seed=0)
     assert {g.kind for g in spa.analyze(q).groups if g.id in {c.id for c in r.changes}} == {"heads", "mlp"}
     assert_oracle(q, r)
+
+
+def test_a_trivial_g_idx_is_lifted_and_written_again_for_the_new_k():
+    """g_idx = i // block_size without zero points reads like no g_idx in onnxruntime: it
+    is dropped on load and written again, for the pruned K, on export."""
+    q = with_g_idx(quantize_nbits(mlp(), symmetric=True))
+    m = load(q)
+    assert m.lifted and not nbits_nodes(m.proto)
+    out = export(m, m.graph)
+    assert [list(n.input) for n in nbits_nodes(out)] == [list(n.input) for n in nbits_nodes(q)]
+    r = spa.prune(q, ratio=0.3, seed=0)
+    assert r.macs_reduction > 0.3
+    assert_oracle(q, r)
+    inits = {t.name: numpy_helper.to_array(t) for t in r.model.graph.initializer}
+    ks = []
+    for node in nbits_nodes(r.model):
+        k = attrs(node)["K"]
+        ks.append(k)
+        np.testing.assert_array_equal(inits[node.input[4]], np.arange(k, dtype=np.int32) // 32)
+    assert ks[1] < 256 and ks[2] < 256
 
 
 def test_a_node_whose_shapes_do_not_fit_is_not_lifted():
