@@ -6,6 +6,15 @@ from .base import Rule
 from .registry import register
 
 WHY = "fused attention op {op} '{name}': SPA prunes heads only in the unfused form (export without fusion)"
+WHY_QUANT = ("quantized fused attention QAttention '{name}' (onnxruntime's dynamic quantizer): its int8 QKV weight "
+             "packs the heads in one matrix; SPA prunes heads only in the unfused form (quantize a model exported "
+             "without attention fusion)")
+
+
+def _refuse_all(node, flow, why):
+    for t in list(node.inputs) + list(node.outputs):
+        for axis in range(flow.ctx.rank(t) or 0):
+            flow.refuse(t, axis, why)
 
 
 @register
@@ -14,7 +23,12 @@ class FusedAttention(Rule):
            "com.microsoft::GroupQueryAttention", "Attention")
 
     def couple(self, node, flow):
-        why = WHY.format(op=node.op, name=node.name)
-        for t in list(node.inputs) + list(node.outputs):
-            for axis in range(flow.ctx.rank(t) or 0):
-                flow.refuse(t, axis, why)
+        _refuse_all(node, flow, WHY.format(op=node.op, name=node.name))
+
+
+@register
+class QAttention(Rule):
+    ops = ("com.microsoft::QAttention",)
+
+    def couple(self, node, flow):
+        _refuse_all(node, flow, WHY_QUANT.format(name=node.name))
