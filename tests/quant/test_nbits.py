@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper
 import spa
 from spa.edit import export
 from spa.io import load, nbits
+from spa.io.external import INLINE_BELOW
 from spa.runtime import run
 from spa.testing import zoo
 from spa.testing.lookup import group_with
@@ -155,6 +156,8 @@ def external(tmp_path):
 
 def test_external_weights_are_lifted_and_pruned(external):
     q, path = external
+    on_disk = {t.name: t for t in onnx.load(path, load_external_data=False).graph.initializer}
+    assert int(np.prod(on_disk["w1_Q4"].dims)) >= INLINE_BELOW  # read through the map, not into the proto
     m = load(path)
     assert m.external and m.lifted and not nbits_nodes(m.proto)
     r = spa.prune(path, ratio=0.3, seed=0)
