@@ -68,9 +68,16 @@ def test_integer_inputs_get_no_probe():
     assert synthetic_inputs(proto, {"ids": (1, 16), "x": (1, 16)}) is None
 
 
-def test_probe_only_where_most_layers_are_unanchored():
-    with_bn = load(ALL["resnet"]())  # BatchNorm after every convolution
+def test_images_are_probed_everywhere_other_inputs_only_where_most_layers_are_unanchored():
+    with_bn = load(ALL["resnet"]())  # images, BatchNorm after every convolution
     cg = build(with_bn)
+    stats = with_probe(cg, Moments(cg))
+    assert isinstance(stats, Probed) and not stats.anchored
+    conv = [n for n in with_bn.graph.nodes if n.op == "Conv"][1]  # reads a BatchNorm's output
+    n = cg.ctx.shape(conv.inputs[0])[1]
+    assert stats.moments.known(conv.inputs[0], 1, n) and stats.source(conv.inputs[0], 1, n) is stats.measured
+    sequence = load(ALL["conv1d"]())  # [N, 4, 32] with BatchNorm: the anchored moments
+    cg = build(sequence)
     assert type(with_probe(cg, Moments(cg))) is Moments
     folded = load(os.path.join(ROOT, "models", "mnist_cnn.onnx"))  # BatchNorm folded by the exporter
     cg = build(folded)
