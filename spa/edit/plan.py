@@ -169,7 +169,6 @@ def normalised(sc, how="mean"):
 
 
 MAX_RATIO = 0.8  # default share of one group's channels a global plan may remove
-SCORE_COST_POWER = 0.5  # a cost plan prices score-ranked chunks by score / saved ** this (see global_plan)
 TARGET_SLACK = 0.02  # a MACs target is met within this much; a step overshooting more waits
 
 
@@ -179,13 +178,16 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
     its mean normalised score or, for groups with a measured sensitivity curve
     (`curves`, {group id: verify.sensitivity.Curve}), the output error it adds per MACs it
     saves (per channel under a channel ratio). `cost` ((terms, fixed): see CostModel, e.g. a
-    latency model) replaces MACs: `target_macs` is then the share of that cost to remove,
-    and every chunk is priced by what it saves: its measured error added per unit of cost
-    saved or, without a curve, its summed score / saved ** SCORE_COST_POWER. Normalised
-    scores are not comparable across groups the way measured errors are: priced per ms, they
-    emptied the groups with the most time per channel, and the data-free MNIST nets at the
-    latency of a MACs plan fell 20-32 points behind it in 2 of 8 cells; with the square root
-    they are ahead in 6 of 8, and within 3.5 points in the other two (tools/latency_accuracy.py)."""
+    latency model) replaces MACs: `target_macs` is then the share of that cost to remove, a
+    chunk with a curve is priced by its measured error added per unit of cost saved, and one
+    without by its mean normalised score, as a MACs plan prices it (a chunk that saves
+    nothing is never taken). Normalised scores are not comparable across groups per unit of
+    cost the way measured errors are: priced per ms, then per ms^0.5, they emptied the groups
+    with the most time per channel (attention heads, the first high-resolution layers); by
+    score alone the data-free latency plans of tools/latency_accuracy.py are ahead of the
+    MACs plans at the same latency in 7 of 8 MNIST cells (up to +41 points) and level in the
+    eighth (the ViT at 0.5: -1.1), where per ms^0.5 the ViT was 25 points behind, and ahead
+    on ImageNet MobileNetV2 (+18.6 at 0.7; per ms^0.5: -32)."""
     by_id = {gr.id: gr for gr in groups}
     curves = curves or {}
     heap, steps, norms, done = [], {}, {}, {}
@@ -195,23 +197,20 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
         model = MacsModel(cg, [by_id[g] for g in scores]) if target_macs is not None else None
 
     def price(gid, k):
+        """(price, tie-break): equal prices go to the chunk that saves most per channel."""
         step = steps[gid][k]
         gr, before = by_id[gid], done[gid]
-        if gid in curves:
-            loss = curves[gid].at(before + len(step)) - curves[gid].at(before)
-        elif cost is None:
-            return float(norms[gid][step].mean())
-        else:
-            loss = float(norms[gid][step].sum())
+        if cost is None and gid not in curves:
+            return float(norms[gid][step].mean()), 0.0
         if cost is not None:
             saved = model.remove(gid, step, commit=False) - model.reduction()
         else:
             saved = len(step) * (gr.macs / gr.channels if target_macs is not None else 1.0)
         if saved <= 0:
-            return math.inf
-        if cost is not None and gid not in curves:
-            return loss / saved ** SCORE_COST_POWER
-        return loss / saved
+            return math.inf, 0.0
+        if gid not in curves:
+            return float(norms[gid][step].mean()), -saved / len(step)
+        return (curves[gid].at(before + len(step)) - curves[gid].at(before)) / saved, 0.0
 
     for gid, sc in scores.items():
         norms[gid] = normalised(sc, normalize)
@@ -227,7 +226,7 @@ def global_plan(cg, groups, scores, round_to, ratio=None, target_macs=None, norm
         if model is not None and model.reduction() >= target_macs:
             break
         p, gid, k = heapq.heappop(heap)
-        if p == math.inf:
+        if p[0] == math.inf:
             break
         step = steps[gid][k]
         if model is not None and plan:
