@@ -243,7 +243,11 @@ class Measured(ChannelStats):
             self._rows[key] = held
             return
         block = held[0] if len(held) == 1 else np.concatenate(held)
-        self._cross[key] = self._cross.get(key, 0) + (block.T @ block).astype(np.float64)
+        prod = block.T @ block
+        if key in self._cross:
+            self._cross[key] += prod  # in place: a fresh wide float64 matrix costs its page faults
+        else:
+            self._cross[key] = prod.astype(np.float64)
 
     def cov(self, t, axis, n):
         c = self._cov.get((t.name, axis % (self.ctx.rank(t) or 1)))
