@@ -11,19 +11,13 @@ WHY_QUANT = ("quantized fused attention QAttention '{name}' (onnxruntime's dynam
              "without attention fusion)")
 
 
-def _refuse_all(node, flow, why):
-    for t in list(node.inputs) + list(node.outputs):
-        for axis in range(flow.ctx.rank(t) or 0):
-            flow.refuse(t, axis, why)
-
-
 @register
 class FusedAttention(Rule):
     ops = ("com.microsoft::Attention", "com.microsoft::MultiHeadAttention",
            "com.microsoft::GroupQueryAttention", "Attention")
 
     def couple(self, node, flow):
-        _refuse_all(node, flow, WHY.format(op=node.op, name=node.name))
+        flow.refuse_node(node, WHY.format(op=node.op, name=node.name))
 
 
 @register
@@ -31,4 +25,4 @@ class QAttention(Rule):
     ops = ("com.microsoft::QAttention",)
 
     def couple(self, node, flow):
-        _refuse_all(node, flow, WHY_QUANT.format(name=node.name))
+        flow.refuse_node(node, WHY_QUANT.format(name=node.name))

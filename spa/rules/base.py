@@ -225,6 +225,12 @@ class Flow:
         if s is not None:
             self.reasons[s] = reason
 
+    def refuse_node(self, node, reason):
+        """Refuse every axis of every input and output of a node."""
+        for t in list(node.inputs) + list(node.outputs):
+            for axis in range(self.ctx.rank(t) or 0):
+                self.refuse(t, axis, reason)
+
 
 class Rule:
     """Base class: one subclass per op family, registered for its op types."""

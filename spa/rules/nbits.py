@@ -12,10 +12,7 @@ class MatMulNBits(Rule):
     ops = ("com.microsoft::MatMulNBits",)
 
     def couple(self, node, flow):
-        why = blocked(node)
-        for t in list(node.inputs) + list(node.outputs):
-            for axis in range(flow.ctx.rank(t) or 0):
-                flow.refuse(t, axis, why)
+        flow.refuse_node(node, blocked(node))
 
     def macs(self, node, ctx):
         """M x N x K, as MatMul counts them (nothing prunes them here)."""
