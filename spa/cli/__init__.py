@@ -8,6 +8,7 @@ import click
 
 from . import prune, sweep, tools
 from .common import CONTEXT
+from .memory import reuse_freed_memory
 
 
 @click.group(context_settings=CONTEXT, epilog="\b\nExamples:\n  spa analyze models/mnist_cnn.onnx\n"
@@ -15,6 +16,7 @@ from .common import CONTEXT
 @click.version_option(package_name="spa-prune")
 def main():
     """SPA: structurally prune ONNX models."""
+    reuse_freed_memory()
 
 
 for _command in prune.COMMANDS + tools.COMMANDS + sweep.COMMANDS:

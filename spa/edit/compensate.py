@@ -103,11 +103,13 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         # a fill (weightless model), or a MatMulNBits weight: bias fold only. A 4-bit grid
         # swamps the OBS update: measured on MLPs, it left the model 2x the quantization
         # noise from the float model pruned the same way (0.8x without it), at a lower cosine
-        cov = None if _uniform(w) or nbits.lifted(t) else stats.cov(x, x_axis, n)
+        plain = _uniform(w) or nbits.lifted(t)
+        factor = None if plain else stats.cov_factor(x, x_axis, n)
+        cov = None if plain or factor is not None else stats.cov(x, x_axis, n)
         delta = None
-        if cov is not None:
+        if cov is not None or factor is not None:
             kept = np.setdiff1d(np.arange(n), idx)
-            reg = regression(cov, idx, kept, stats.source(x, x_axis, n).ridge)
+            reg = regression(cov, idx, kept, stats.source(x, x_axis, n).ridge, factor)
             delta = np.zeros_like(w)
             moved = np.moveaxis(delta, axis, 0)
             moved[kept] = np.tensordot(reg, np.moveaxis(w, axis, 0)[idx], axes=([1], [0]))
@@ -123,9 +125,10 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             updates.append(Update("bias", node.outputs[0].name, shift))
         bn = following_batchnorm(node)
         if bn is not None and node.op == "Conv":
-            factor = kept_variance(w, w if delta is None else w + delta, idx, var if delta is None else cov)
-            if np.any(factor != 1) and apply_shift(ctx, bn, factor):
-                updates.append(Update("variance", bn.outputs[0].name, factor))
+            spread = var if delta is None else cov if cov is not None else factor.T @ factor
+            share = kept_variance(w, w if delta is None else w + delta, idx, spread)
+            if np.any(share != 1) and apply_shift(ctx, bn, share):
+                updates.append(Update("variance", bn.outputs[0].name, share))
     return tuple(updates)
 
 
@@ -136,11 +139,22 @@ def _uniform(w) -> bool:
     return flat.size > 1 and bool(np.all(flat == flat[0]))
 
 
-def regression(cov, removed, kept, ridge):
+def regression(cov, removed, kept, ridge, factor=None):
     """[kept, removed] coefficients of the removed channels' linear regression on the
-    kept ones (ridge-regularised by `ridge` times the mean kept variance)."""
+    kept ones (ridge-regularised by `ridge` times the mean kept variance). With `factor`
+    F (cov = F^T F; cov may then be None) of r samples < kept channels, the same coefficients through
+    (F_k^T F_k + lam I)^-1 F_k^T = F_k^T (F_k F_k^T + lam I)^-1: an r x r solve
+    (ResNet-50's 2048-wide inputs, 392 probe rows: 0.1-0.17 s -> about 0.01 s each)."""
     if not len(kept):
         return np.zeros((0, len(removed)))
+    if factor is not None and len(factor) < len(kept):
+        fk = factor[:, kept]
+        lam = ridge * max(float(np.einsum("ij,ij->", fk, fk)) / len(kept), 1e-30)
+        gram = fk @ fk.T
+        gram[np.diag_indices_from(gram)] += lam
+        return fk.T @ np.linalg.solve(gram, factor[:, removed])
+    if cov is None:
+        cov = factor.T @ factor
     ckk = cov[np.ix_(kept, kept)]
     lam = ridge * max(float(np.trace(ckk)) / len(kept), 1e-30)
     return np.linalg.solve(ckk + lam * np.eye(len(kept)), cov[np.ix_(kept, removed)])

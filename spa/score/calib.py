@@ -209,12 +209,14 @@ class Measured(ChannelStats):
                     node, _, axis = found[k]
                     x = acts[node.inputs[0].name].astype(np.float64)
                     self._add_xg(node, x, _fit(t, x.shape), axis)
-        low = {}  # rows of the tensors measured on fewer samples than channels
+        low = {}  # rows of the tensors measured on fewer samples than channels: no Gram product
         for key in list(self._rows):
-            held = self._rows[key]
-            if sum(len(h) for h in held) < held[0].shape[1]:
+            held = self._rows.pop(key)
+            if key not in self._cross and sum(len(h) for h in held) < held[0].shape[1]:
                 low[key] = np.concatenate(held)
-            self._gram(key, None)
+            else:
+                self._rows[key] = held
+                self._gram(key, None)
         self.map = {}
         for (name, axis), (s1, s2, cnt) in sums.items():
             mean = s1 / cnt
@@ -223,7 +225,9 @@ class Measured(ChannelStats):
         self._cov, self._factor = {}, {}
         for key, rows in low.items():
             s1, _, cnt = sums[key]
-            self._factor[key] = (rows - s1 / cnt) / np.sqrt(cnt[0])
+            factor = (rows - s1 / cnt) / np.sqrt(cnt[0])
+            if np.all(np.isfinite(factor)):  # data with inf or NaN: no regression on it
+                self._factor[key] = factor
         for key, cross in self._cross.items():
             s1, _, cnt = sums[key]
             mean = s1 / cnt - self._shift[key]  # of the centred rows
@@ -254,13 +258,18 @@ class Measured(ChannelStats):
             self._cross[key] = prod.astype(np.float64)
 
     def cov(self, t, axis, n):
-        c = self._cov.get((t.name, axis % (self.ctx.rank(t) or 1)))
+        """The covariance; where fewer samples than channels measured it, F^T F computed
+        now (not kept: callers that can work through cov_factor do)."""
+        key = (t.name, axis % (self.ctx.rank(t) or 1))
+        c = self._cov.get(key)
+        if c is None and key in self._factor:
+            f = self._factor[key]
+            c = f.T @ f
         return c if c is not None and len(c) == n else None
 
     def cov_factor(self, t, axis, n):
-        key = (t.name, axis % (self.ctx.rank(t) or 1))
-        f = self._factor.get(key)
-        return f if f is not None and key in self._cov and f.shape[1] == n else None
+        f = self._factor.get((t.name, axis % (self.ctx.rank(t) or 1)))
+        return f if f is not None and f.shape[1] == n else None
 
     @staticmethod
     def _linear_grad(node, w, y):

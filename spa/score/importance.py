@@ -33,10 +33,10 @@ class Member:
     slot: int = -1  # which input of that node it is
     mean: np.ndarray | None = None  # for "in" members: statistics of the input channel each row reads
     var: np.ndarray | None = None
-    cov: np.ndarray | None = None  # covariance of those input channels, row by row, where known
+    cov: np.ndarray | None = None  # covariance of those input channels, row by row, where known (or cov_factor)
     ridge: float = 0.0  # how far the ranking trusts cov (ChannelStats.score_ridge)
     cov_key: tuple = ()  # equal for members reading the same channels of one tensor
-    cov_factor: np.ndarray | None = None  # F with cov = F^T F, where fewer samples than channels measured it
+    cov_factor: np.ndarray | None = None  # F with cov = F^T F, where fewer samples than channels measured it (cov None)
     xg: np.ndarray | None = None  # with calibration data: E[x * d(||y||^2/2)/dx] of that channel
 
     def per_channel(self, row_values):
@@ -57,7 +57,8 @@ def members(cg, group, stats=None) -> list[Member]:
         value = cg.ctx.const(cg.ctx.tensors[name])
         if value.dtype.kind != "f":
             continue
-        if len(pos) != value.shape[axis]:
+        whole = _whole(pos, value.shape[axis])
+        if not whole:
             value = np.take(value, pos, axis=axis)
         rows = np.moveaxis(value, axis, 0)
         t = cg.ctx.tensors[name]
@@ -73,20 +74,26 @@ def members(cg, group, stats=None) -> list[Member]:
         if stats is not None and m.role == "in" and slot == 1 and x_axis is not None \
                 and stats.known(x, x_axis, attrs["size"]):
             mean, var = stats.at(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
-            m.mean, m.var = mean[pos], var[pos]
-            cov = stats.cov(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
-            if cov is not None:
-                m.cov = cov[np.ix_(pos, pos)]
-                m.ridge = stats.source(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"]).score_ridge
+            m.mean, m.var = (mean, var) if whole else (mean[pos], var[pos])
+            ax = x_axis % (cg.ctx.rank(x) or 1)
+            f = stats.cov_factor(x, ax, attrs["size"])
+            cov = None if f is not None else stats.cov(x, ax, attrs["size"])
+            if cov is not None or f is not None:
+                m.cov = None if cov is None else cov if whole else cov[np.ix_(pos, pos)]  # a view where all are in
+                m.cov_factor = None if f is None else f if whole else f[:, pos]
+                m.ridge = stats.source(x, ax, attrs["size"]).score_ridge
                 m.cov_key = (x.name, pos.tobytes())
-                f = stats.cov_factor(x, x_axis % (cg.ctx.rank(x) or 1), attrs["size"])
-                m.cov_factor = None if f is None else f[:, pos]
             xg = stats.xg(user)
             if xg is not None and len(xg) == attrs["size"]:
                 m.xg = xg[pos]
         out.append(m)
     out.sort(key=lambda m: ROLE_ORDER.get(m.role, 3))
     return out
+
+
+def _whole(pos, n) -> bool:
+    """pos is 0, 1, ..., n - 1: the member holds every element of its axis, in order."""
+    return len(pos) == n and bool(np.all(pos == np.arange(n)))
 
 
 def check_reduce(reduce):

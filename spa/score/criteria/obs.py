@@ -45,51 +45,86 @@ def obs_cost(members, channels):
     state, shared = [], {}
     for m in members:
         energy = (m.rows.astype(np.float64) ** 2).reshape(len(m.channel), -1).sum(1)
-        if m.cov is not None and m.cov_key in shared:  # query, key and value read one tensor
-            shared[m.cov_key][1] += energy
+        known = m.cov is not None or m.cov_factor is not None
+        if known and m.cov_key in shared:  # query, key and value read one tensor
+            shared[m.cov_key].energy += energy
             continue
         var = np.ones(len(m.channel)) if m.var is None else m.var
         hinv = None
-        if m.cov is not None:
-            lam = m.ridge * max(float(np.trace(m.cov)) / len(m.cov), 1e-30)
-            if len(m.cov) > GREEDY_MAX:  # too wide to update: the variance given all other channels
+        if known:
+            width = len(m.channel)
+            trace = np.trace(m.cov) if m.cov is not None else np.einsum("ij,ij->", m.cov_factor, m.cov_factor)
+            lam = m.ridge * max(float(trace) / width, 1e-30)
+            if width > GREEDY_MAX:  # too wide to update: the variance given all other channels
                 var = 1 / np.maximum(_inverse_diag(m.cov, lam, m.cov_factor), 1e-30)
             else:
-                hinv = np.linalg.inv(m.cov + lam * np.eye(len(m.cov)))
-        state.append([m, energy, var, hinv, np.arange(len(m.channel))])
-        if m.cov is not None:
+                cov = m.cov if m.cov is not None else m.cov_factor.T @ m.cov_factor
+                hinv = np.linalg.inv(cov + lam * np.eye(width))
+        state.append(_Consumer(m, energy, var, hinv))
+        if known:
             shared[m.cov_key] = state[-1]
-    if all(s[3] is None for s in state):  # nothing to recompute: one pass
-        return sum(np.bincount(m.channel, weights=e * v, minlength=channels) for m, e, v, _, _ in state)
+    if all(s.hinv is None for s in state):  # nothing to recompute: one pass
+        return sum(np.bincount(s.m.channel, weights=s.energy * s.var, minlength=channels) for s in state)
     alive, score, level = np.ones(channels, bool), np.zeros(channels), 0.0
     block = max(1, -(-channels // STEPS))
     while alive.any():
         cost = np.zeros(channels)
-        for m, energy, var, hinv, rows in state:
-            cond = var[rows] if hinv is None else 1 / np.maximum(np.diag(hinv), 1e-30)
-            cost += np.bincount(m.channel[rows], weights=energy[rows] * cond, minlength=channels)
+        for s in state:
+            cost += np.bincount(s.m.channel[s.rows], weights=s.energy[s.rows] * s.cond(), minlength=channels)
         cand = np.flatnonzero(alive)
         pick = cand[np.argsort(cost[cand], kind="stable")[:block]]
         score[pick] = np.maximum(cost[pick], level)
         level = float(score[pick].max())
         alive[pick] = False
         for s in state:
-            m, hinv, rows = s[0], s[3], s[4]
-            gone = np.isin(m.channel[rows], pick)
-            if hinv is not None and gone.any() and not gone.all():
-                q, k = np.flatnonzero(gone), np.flatnonzero(~gone)
-                hinv = hinv[np.ix_(k, k)] - hinv[np.ix_(k, q)] @ np.linalg.solve(hinv[np.ix_(q, q)], hinv[np.ix_(q, k)])
-            elif hinv is not None and gone.all():
-                hinv = np.zeros((0, 0))
-            s[3], s[4] = hinv, rows[~gone]
+            _drop(s, np.isin(s.m.channel[s.rows], pick))
     return score
+
+
+def _drop(s, gone):
+    """Let the member rows marked `gone` (among the alive s.rows) leave s. The inverse of the
+    kept rows' matrix is H^-1_kk - H^-1_kq (H^-1_qq)^-1 H^-1_qk: updated in place on the
+    whole matrix (the gone rows and columns fall to zero) and compacted once half of it is
+    gone; a fresh matrix per step cost more in page faults than its products."""
+    if s.hinv is None or not gone.any():
+        s.rows = s.rows[~gone]
+        return
+    if gone.all():
+        s.hinv, s.slots, s.out, s.rows = np.zeros((0, 0)), s.rows[:0], None, s.rows[:0]
+        return
+    at = np.searchsorted(s.slots, s.rows[gone])
+    n = len(s.hinv)
+    out = s.out[:n * n].reshape(n, n)
+    np.matmul(s.hinv[:, at], np.linalg.solve(s.hinv[np.ix_(at, at)], s.hinv[at]), out=out)
+    s.hinv -= out
+    s.rows = s.rows[~gone]
+    if 2 * len(s.rows) <= n:
+        keep = np.searchsorted(s.slots, s.rows)
+        s.hinv, s.slots = s.hinv[np.ix_(keep, keep)], s.rows
+
+
+class _Consumer:
+    """One consumer's state in the greedy order: its member, squared weights per row,
+    variances (where no inverse is followed), the inverse covariance over member rows
+    `slots`, the alive member rows, and a buffer for the updates."""
+
+    def __init__(self, m, energy, var, hinv):
+        self.m, self.energy, self.var, self.hinv = m, energy, var, hinv
+        self.rows = self.slots = np.arange(len(m.channel))
+        self.out = None if hinv is None else np.empty(hinv.size)
+
+    def cond(self):
+        """Each alive row's variance given the other alive rows."""
+        if self.hinv is None:
+            return self.var[self.rows]
+        return 1 / np.maximum(np.diag(self.hinv)[np.searchsorted(self.slots, self.rows)], 1e-30)
 
 
 def _inverse_diag(cov, lam, factor=None):
     """diag((cov + lam I)^-1); through Woodbury's identity when cov = F^T F with F [r, n],
     r < n: (1 - diag(F^T (lam I_r + F F^T)^-1 F)) / lam, an r x r solve instead of an n x n
     inverse (the MNIST CNN's 3136-wide classifier input, 256 probe samples: 1.8 s -> 0.02 s)."""
-    if factor is not None and len(factor) < len(cov):
+    if factor is not None and (cov is None or len(factor) < factor.shape[1]):
         k = factor @ factor.T
         k[np.diag_indices_from(k)] += lam
         return (1 - np.einsum("ij,ij->j", factor, np.linalg.solve(k, factor))) / lam
