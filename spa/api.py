@@ -200,6 +200,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     clock.lap("plan", then="rewrite")
     edited = c.cg.copy()  # compensation and rewrite edit a copy: c stays as analysed
     updates = _compensate(edited, c, stats, plan) if compensate else ()
+    stats = None  # covariances and moments: not needed past compensation, and large
     notes = ([m.sizes_note] if m.sizes_note else []) + skipped + _interface_note(c, before.macs, cache_like=True)
     if recover and changed_io:
         recover = False

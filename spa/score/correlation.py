@@ -23,6 +23,7 @@ from .weights import read, weight
 
 MAX = 2048  # channels beyond which no correlation matrix is built (time and memory)
 MOVE = ("Transpose", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "Expand")  # when the channels stay whole
+LAYERS = ("Conv", "Gemm", "MatMul")  # whose input covariances OBSPA asks for
 KEEP = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "Pad", "Cast",
         "Identity", "Dropout", "QuantizeLinear", "DequantizeLinear")  # (de)quantizing: a positive scale
 
@@ -34,6 +35,8 @@ class Correlations:
         self.m = moments
         self.ctx = moments.ctx
         self.memo: dict = {}
+        self._readers: dict = {}  # tensor name: readers whose outputs' correlations are still to come
+        self._done: set = set()  # ids of the nodes whose output correlation was worked out
 
     def corr(self, t, n):
         if t.name not in self.memo:
@@ -43,7 +46,24 @@ class Correlations:
             except (ValueError, IndexError, TypeError, KeyError, np.linalg.LinAlgError):
                 r = None
             self.memo[t.name] = r if r is not None and r.shape == (n, n) and np.all(np.isfinite(r)) else None
+            self._release(t)
         return self.memo[t.name]
+
+    def _release(self, t):
+        """Forget the matrices of t's producer's inputs once every node reading them has its
+        output's, unless a layer reads them (their covariance is asked for): a transformer's
+        chain of elementwise ops otherwise holds one matrix per tensor (MiniLM: 500 MB). A
+        forgotten one asked for again is worked out again."""
+        if len(t.inputs) != 1 or id(t.inputs[0]) in self._done:
+            return
+        self._done.add(id(t.inputs[0]))
+        for x in t.inputs[0].inputs:
+            if self.memo.get(x.name) is None or x is t:
+                continue
+            left = self._readers.get(x.name, len(x.outputs)) - 1
+            self._readers[x.name] = left
+            if left <= 0 and not any(u.op in LAYERS and u.inputs[0] is x for u in x.outputs):
+                del self.memo[x.name]
 
     def _stats(self, t):
         s = self.m.map.get(t.name)

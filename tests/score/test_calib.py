@@ -149,3 +149,45 @@ def test_calib_on_a_model_with_external_data(tmp_path):
     a = spa.prune(str(tmp_path / "m.onnx"), ratio=0.3, criterion="obs", calib=feeds)
     assert [(n, x, list(i)) for n, x, i in a.sinks] == [(n, x, list(i)) for n, x, i in b.sinks]
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_few_samples_keep_a_factor_of_the_covariance_not_the_matrix():
+    """A Gemm reading more features than there are samples: Measured keeps F (cov = F^T F), and
+    cov() still gives the covariance of the measured rows."""
+    w = np.random.default_rng(2).standard_normal((5, 40)).astype(np.float32)
+    model, _ = _layer("Gemm", w, {"transB": 1}, (12, 40))
+    feeds = {"x": np.random.default_rng(3).standard_normal((12, 40)).astype(np.float32) + 3}
+    m = load(model)
+    meas = Measured(build(m), feeds)
+    x = next(n for n in m.graph.nodes if n.name == "layer").inputs[0]
+    factor = meas.cov_factor(x, 1, 40)
+    assert factor is not None and factor.shape == (12, 40) and not meas._cov
+    want = np.cov(feeds["x"].astype(np.float64), rowvar=False, bias=True)
+    np.testing.assert_allclose(meas.cov(x, 1, 40), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(factor.T @ factor, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("greedy_max", [1024, 10])
+def test_factor_paths_equal_the_dense_ones(greedy_max, monkeypatch):
+    """The regression that compensates and OBS's ranking (greedy, and for wide consumers the
+    variance given all others) give the same numbers through the factor (Woodbury) as
+    through the covariance it stands for."""
+    from spa.edit.compensate import regression
+    from spa.score.criteria import obs
+    from spa.score.criteria.obs import obs_cost
+    monkeypatch.setattr(obs, "GREEDY_MAX", greedy_max)
+    from spa.score.importance import Member
+    rng = np.random.default_rng(4)
+    n = 60
+    factor = rng.standard_normal((20, n)) * np.linspace(0.5, 2, n)
+    cov = factor.T @ factor
+    removed, kept = np.arange(0, n, 4), np.setdiff1d(np.arange(n), np.arange(0, n, 4))
+    for ridge in (1e-3, 0.3):
+        np.testing.assert_allclose(regression(None, removed, kept, ridge, factor),
+                                   regression(cov, removed, kept, ridge), rtol=1e-6, atol=1e-9)
+    rows = rng.standard_normal((n, 3)).astype(np.float32)
+
+    def member(**kw):
+        return Member("w", 1, "in", rows, np.arange(n), n, "Gemm", 1, np.zeros(n), np.diag(cov).copy(),
+                      ridge=0.3, cov_key=("x", b""), **kw)
+    np.testing.assert_allclose(obs_cost([member(cov_factor=factor)], n), obs_cost([member(cov=cov)], n), rtol=1e-8)

@@ -128,7 +128,26 @@ def _inverse_diag(cov, lam, factor=None):
         k = factor @ factor.T
         k[np.diag_indices_from(k)] += lam
         return (1 - np.einsum("ij,ij->j", factor, np.linalg.solve(k, factor))) / lam
-    return np.diag(np.linalg.inv(cov + lam * np.eye(len(cov))))
+    h = cov + lam * np.eye(len(cov))
+    try:  # diag(H^-1) = column sums of (L^-1)^2, H = L L^T: a third of inv's products
+        inv_l = _lower_inverse(np.linalg.cholesky(h))
+        return np.einsum("ij,ij->j", inv_l, inv_l)
+    except np.linalg.LinAlgError:  # not positive definite in floating point
+        return np.diag(np.linalg.inv(h))
+
+
+def _lower_inverse(low):
+    """Inverse of a lower triangular matrix, by halves: [[A, 0], [B, C]]^-1 =
+    [[A^-1, 0], [-C^-1 B A^-1, C^-1]]."""
+    n = len(low)
+    if n <= 256:
+        return np.linalg.inv(low)
+    h = n // 2
+    a, c = _lower_inverse(low[:h, :h]), _lower_inverse(low[h:, h:])
+    out = np.zeros_like(low)
+    out[:h, :h], out[h:, h:] = a, c
+    out[h:, :h] = -(c @ low[h:, :h]) @ a
+    return out
 
 
 @register("obspa")
