@@ -125,7 +125,7 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             updates.append(Update("bias", node.outputs[0].name, shift))
         bn = following_batchnorm(node)
         if bn is not None and node.op == "Conv":
-            spread = var if delta is None else cov if cov is not None else factor.T @ factor
+            spread = var if delta is None else cov if cov is not None else stats.cov(x, x_axis, n)
             share = kept_variance(w, w if delta is None else w + delta, idx, spread)
             if np.any(share != 1) and apply_shift(ctx, bn, share):
                 updates.append(Update("variance", bn.outputs[0].name, share))
@@ -147,6 +147,8 @@ def regression(cov, removed, kept, ridge, factor=None):
     (ResNet-50's 2048-wide inputs, 392 probe rows: 0.1-0.17 s -> about 0.01 s each)."""
     if not len(kept):
         return np.zeros((0, len(removed)))
+    if factor is not None:
+        factor = factor.astype(np.float64, copy=False)  # may be stored as float32
     if factor is not None and len(factor) < len(kept):
         fk = factor[:, kept]
         lam = ridge * max(float(np.einsum("ij,ij->", fk, fk)) / len(kept), 1e-30)

@@ -190,4 +190,6 @@ def test_factor_paths_equal_the_dense_ones(greedy_max, monkeypatch):
     def member(**kw):
         return Member("w", 1, "in", rows, np.arange(n), n, "Gemm", 1, np.zeros(n), np.diag(cov).copy(),
                       ridge=0.3, cov_key=("x", b""), **kw)
-    np.testing.assert_allclose(obs_cost([member(cov_factor=factor)], n), obs_cost([member(cov=cov)], n), rtol=1e-8)
+    # the wide consumers' Woodbury products run in float32 (a ranking needs no more)
+    rtol = 1e-8 if greedy_max >= n else 1e-4
+    np.testing.assert_allclose(obs_cost([member(cov_factor=factor)], n), obs_cost([member(cov=cov)], n), rtol=rtol)
