@@ -143,6 +143,21 @@ def _beside_data(proto, m, tmp):
     return out
 
 
+def _with_outputs(proto, outputs):
+    """A copy of `proto` with `outputs` added to the graph's outputs."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    out.graph.output.extend(outputs)
+    return out
+
+
+def _serialised_with_outputs(proto, outputs) -> bytes:
+    """The bytes of `proto` with `outputs` added to the graph's outputs, without copying the
+    proto first: a serialised message followed by another parses as their merge, and a
+    repeated field merges by appending (ViT-B/16: one 346 MB copy less)."""
+    return proto.SerializeToString() + onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString()
+
+
 def _fit(t, shape):
     """Crop or zero-pad a transposed convolution's output to the input's spatial shape."""
     out = np.zeros(shape, np.float64)
@@ -162,13 +177,12 @@ class Measured(ChannelStats):
         want = {node.inputs[0].name for node, _, _ in found}
         if grads:
             want |= {node.outputs[0].name for node, _, _ in found}
-        proto = onnx.ModelProto()
-        proto.CopyFrom(m.runnable)  # the lifted proto where onnxruntime runs it
-        have = {o.name for o in proto.graph.output}
-        proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(want - have))
+        have = {o.name for o in m.runnable.graph.output}  # the lifted proto where onnxruntime runs it
+        extra = [onnx.ValueInfoProto(name=n) for n in sorted(want - have)]
         with tempfile.TemporaryDirectory(prefix="spa-calib-") as tmp:
             try:
-                sess = session(_beside_data(proto, m, tmp) if m.external else proto)
+                sess = session(_beside_data(_with_outputs(m.runnable, extra), m, tmp) if m.external
+                               else _serialised_with_outputs(m.runnable, extra))
             except Exception as exc:  # onnxruntime errors have no common base class
                 raise UsageError(f"--calib: onnxruntime cannot load the model with its layer inputs as outputs "
                                  f"({first_line(exc, 160)})") from None
