@@ -27,7 +27,7 @@ def cpu_session(model: onnx.ModelProto, n_threads: int | None = None) -> ort.Inf
         model: the model to run.
         n_threads: intra-op threads; None: threads().
     """
-    opts = options(n_threads or threads())
+    opts = options(n_threads or threads(), runs="many")
     opts.inter_op_num_threads = 1
     opts.enable_cpu_mem_arena = False
     return session(model, opts=opts)
