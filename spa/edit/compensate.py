@@ -112,7 +112,9 @@ def fold_means(cg, stats, removed, keep) -> tuple:
             reg = regression(cov, idx, kept, stats.source(x, x_axis, n).ridge, factor)
             delta = np.zeros_like(w)
             moved = np.moveaxis(delta, axis, 0)
-            moved[kept] = np.tensordot(reg, np.moveaxis(w, axis, 0)[idx], axes=([1], [0]))
+            # in the weight's own precision where it is float32: the update is stored so anyway
+            coef = reg.astype(w.dtype) if w.dtype == np.float32 else reg
+            moved[kept] = np.tensordot(coef, np.moveaxis(w, axis, 0)[idx], axes=([1], [0]))
             mean = mean.copy()
             mean[idx] = mean[idx] - reg.T @ mean[kept] if len(kept) else mean[idx]
         shift = mean_shift(node, w, idx, mean)
@@ -157,9 +159,10 @@ def regression(cov, removed, kept, ridge, factor=None):
         return fk.T @ np.linalg.solve(gram, factor[:, removed])
     if cov is None:
         cov = factor.T @ factor
-    ckk = cov[np.ix_(kept, kept)]
+    ckk = cov[np.ix_(kept, kept)]  # a copy: the ridge goes onto its diagonal in place
     lam = ridge * max(float(np.trace(ckk)) / len(kept), 1e-30)
-    return np.linalg.solve(ckk + lam * np.eye(len(kept)), cov[np.ix_(kept, removed)])
+    ckk[np.diag_indices_from(ckk)] += lam
+    return np.linalg.solve(ckk, cov[np.ix_(kept, removed)])
 
 
 def add_weight(ctx, t, node, delta):
@@ -169,7 +172,10 @@ def add_weight(ctx, t, node, delta):
         perm = list(t.outputs[0].attrs.get("perm", range(delta.ndim)[::-1]))
         delta = np.transpose(delta, np.argsort(perm))
     old = ctx.const(t)
-    new = (old.astype(np.float64) + delta).astype(old.dtype)
+    if old.dtype == np.float32 and delta.dtype == np.float32:
+        new = old + delta  # rounded once, as the float64 sum cast back is, but for rare double rounding
+    else:
+        new = (old.astype(np.float64) + delta).astype(old.dtype)
     write_const(ctx, t, new)
     return delta
 

@@ -92,11 +92,12 @@ def _coloured(shape, spatial, rng):
     if np.prod([shape[a] for a in spatial]) < 4:  # no room for a spatial structure
         return z
     f2 = 0.0
-    for a in spatial:
-        f = np.fft.fftfreq(shape[a]).reshape([-1 if k == a else 1 for k in range(len(shape))])
+    for a in spatial:  # the last spatial axis keeps its non-negative frequencies (a real transform)
+        f = (np.fft.rfftfreq if a == spatial[-1] else np.fft.fftfreq)(shape[a])
+        f = f.reshape([-1 if k == a else 1 for k in range(len(shape))])
         f2 = f2 + f * f
     amp = np.where(f2 > 0, np.maximum(f2, 1e-12) ** (-ALPHA / 4), 0.0)  # |F| ~ f^(-ALPHA/2)
-    out = np.real(np.fft.ifftn(np.fft.fftn(z, axes=spatial) * amp, axes=spatial))
+    out = np.fft.irfftn(np.fft.rfftn(z, axes=spatial) * amp, s=[shape[a] for a in spatial], axes=spatial)
     std = out.std(axis=spatial, keepdims=True)
     return out / np.maximum(std, 1e-12)
 
