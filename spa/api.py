@@ -17,6 +17,7 @@ from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, interface_blocked, oracle_mask, param_count, removed_elements, total_macs
 from .measure.bench import BenchSettings, check_settings
 from .measure.target import latency_plan
+from .io.growth import growth_note
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
                  parse_input_shapes, write_atomic)
 from .protos import graph_inputs
@@ -230,6 +231,9 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     after = Stats(mark.after.params, mark.after.macs, size)
+    grew = growth_note(m.proto, pruned, m.file_size, size) if m.file_size and not external else None
+    if grew:
+        notes.append(grew)
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))
                     for g in c.all if g.id in plan)
     exact = all(g.kind != "hidden" for g in c.groups if g.id in plan)

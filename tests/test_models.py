@@ -97,3 +97,31 @@ def _random_fills(model, seed=0):
     model.graph.node.extend(keep)
     model.ir_version = max(model.ir_version, 4)  # IR 3 wants every initializer listed as an input
     return model
+
+def _fills(model):
+    return {o for n in model.graph.node if n.op_type == "ConstantOfShape" for o in n.output}
+
+
+@pytest.mark.parametrize("name", sorted(f[len("light_"):-len(".onnx")] for f in os.listdir(LIGHT)
+                                        if f.startswith("light_") and f.endswith(".onnx")))
+def test_light_models_grow_only_where_compensation_changed_a_fill(name, tmp_path):
+    """Weights stored as fills stay fills when only sliced; a pruned file larger than its input
+    says why in one note, and what it names accounts for the growth (#20)."""
+    src, out = os.path.join(LIGHT, f"light_{name}.onnx"), tmp_path / "pruned.onnx"
+    r = spa.prune(src, str(out), ratio=0.3)
+    original, pruned = onnx.load(src), onnx.load(out)
+    fills = _fills(original)
+    dense = {n.output[0]: n for n in pruned.graph.node if n.op_type == "Constant" and n.output[0] in fills}
+    for t, node in dense.items():  # stored with values only where the values are no longer one fill
+        values = numpy_helper.to_array(node.attribute[0].t).reshape(-1)
+        assert values.size > 1 and not np.all(values == values[0]), t
+    assert _fills(pruned) >= fills - set(dense) - {o for n in original.graph.node for o in n.output
+                                                   if o not in {x for m in pruned.graph.node for x in m.output}}
+    before, after = os.path.getsize(src), os.path.getsize(out)
+    grew = [n for n in r.notes if n.startswith("the file grew")]
+    assert len(grew) == (after > before)
+    if after > before:
+        assert f"{len(dense)} weight fill(s)" in grew[0] if dense else "weight fill" not in grew[0]
+        explained = sum(n.ByteSize() for n in dense.values()) + sum(p.ByteSize() for p in pruned.metadata_props)
+        shapes = sum(t.ByteSize() for t in pruned.graph.initializer if t.name not in {i.name for i in original.graph.initializer})
+        assert after - before <= explained + shapes + 64, grew[0]

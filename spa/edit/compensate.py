@@ -234,7 +234,7 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
     y = node.outputs[0]
     kept = (keep or {}).get((y.name, 1))
     value = (shift if kept is None else shift[kept]).astype(np.float32)
-    bias = gs.Constant(f"{node.name}_spa_bias", value)
+    bias = _fill_bias(ctx, node, value) if _uniform(value) else gs.Constant(f"{node.name}_spa_bias", value)
     if dq_node(node.inputs[1]) is not None:  # a quantized layer gets a quantized bias, or none
         bias = quantized_bias(ctx.model.graph, node, value, kept)
         if bias is None:
@@ -243,6 +243,16 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
         holder.inputs.append(gs.Variable.empty())
     holder.inputs.append(bias)
     return True
+
+
+def _fill_bias(ctx, node, value):
+    """A new bias of one repeated value (a fold into a weightless model's layer) as a
+    ConstantOfShape fill, as the model stores its other weights."""
+    out = gs.Variable(f"{node.name}_spa_bias", dtype=value.dtype, shape=list(value.shape))
+    fill = gs.Node("ConstantOfShape", f"{node.name}_spa_bias_fill", inputs=[ctx.fill_shape(value.shape)],
+                   outputs=[out], attrs={"value": gs.Constant(f"{node.name}_spa_bias_value", value.reshape(-1)[:1])})
+    ctx.model.graph.nodes.append(fill)
+    return out
 
 
 def _scale_variance(ctx, bn, factor) -> bool:

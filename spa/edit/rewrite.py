@@ -74,7 +74,12 @@ def write_const(ctx, t, value, sink=None):
         fill = node.attrs.get("value")
         first = fill.values.reshape(-1)[0] if fill is not None else 0
         if np.all(value == first):
-            ctx.set_input(node, 0, np.asarray(value.shape, dtype=np.int64))
+            node.inputs[0] = ctx.fill_shape(value.shape)
+            return
+        flat = np.ravel(value)
+        if flat.size and np.all(flat == flat[0]):  # still one value (a uniform bias fold): still a fill
+            node.inputs[0] = ctx.fill_shape(value.shape)
+            node.attrs["value"] = gs.Constant(f"{t.name}_fill", np.asarray(flat[:1]))
             return
         node.op, node.inputs = "Constant", []
     node.attrs.clear()

@@ -214,7 +214,8 @@ class Measured(ChannelStats):
                     flat = np.moveaxis(x.astype(np.float32, copy=False), axis, -1).reshape(-1, x.shape[axis])
                     s = sums.setdefault(key, np.zeros((3, flat.shape[1])))
                     s1 = flat.sum(0, dtype=np.float64)
-                    s += [s1, np.square(flat).sum(0, dtype=np.float64), np.full(flat.shape[1], len(flat))]
+                    with np.errstate(over="ignore"):  # huge activations: inf, their statistics unused
+                        s += [s1, np.square(flat).sum(0, dtype=np.float64), np.full(flat.shape[1], len(flat))]
                     if flat.shape[1] <= MAX_COV:
                         # float32 products of rows centred on the first chunk's mean: uncentred, the
                         # mean's share cancels out of E[x x^T] - mean mean^T with the float32 sums'
@@ -276,7 +277,8 @@ class Measured(ChannelStats):
             self._rows[key] = held
             return
         block = (held[0] if len(held) == 1 else np.concatenate(held)) - self._shift[key]
-        prod = block.T @ block
+        with np.errstate(over="ignore", invalid="ignore"):  # huge activations: inf, dropped below
+            prod = block.T @ block
         if key in self._cross:
             self._cross[key] += prod  # in place: a fresh wide float64 matrix costs its page faults
         else:
