@@ -234,11 +234,12 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
     y = node.outputs[0]
     kept = (keep or {}).get((y.name, 1))
     value = (shift if kept is None else shift[kept]).astype(np.float32)
-    bias = _fill_bias(ctx, node, value) if _uniform(value) else gs.Constant(f"{node.name}_spa_bias", value)
     if dq_node(node.inputs[1]) is not None:  # a quantized layer gets a quantized bias, or none
         bias = quantized_bias(ctx.model.graph, node, value, kept)
         if bias is None:
             return False
+    else:
+        bias = _fill_bias(ctx, node, value) if _uniform(value) else gs.Constant(f"{node.name}_spa_bias", value)
     while len(holder.inputs) < slot:
         holder.inputs.append(gs.Variable.empty())
     holder.inputs.append(bias)
