@@ -31,7 +31,7 @@ from .rewrite import write_const
 def bias_of(node):
     """(holder node, input slot) where the node's output bias lives, or None.
     Conv and Gemm hold it themselves (the slot may not exist yet); MatMul's is a
-    constant added right after it."""
+    constant added right after it (an initializer, or a Constant node's output)."""
     if node.op in ("Conv", "Gemm"):
         return node, 2
     if node.op == "MatMul":
@@ -39,7 +39,8 @@ def bias_of(node):
         if len(users) == 1 and users[0].op == "Add":
             add = users[0]
             other = 1 if add.inputs[0] is node.outputs[0] else 0
-            if isinstance(add.inputs[other], gs.Constant):
+            b = add.inputs[other]
+            if isinstance(b, gs.Constant) or (len(b.inputs) == 1 and b.inputs[0].op == "Constant"):
                 return add, other
     return None
 
@@ -120,6 +121,10 @@ def fold_means(cg, stats, removed, keep) -> tuple:
         shift = mean_shift(node, w, idx, mean)
         if node.op == "Gemm":
             shift = shift / float(node.attrs.get("beta", 1.0))
+        if delta is not None and np.any(shift) and not _can_shift(ctx, node, shift):
+            # the weight update leans on its mean correction: without a bias to hold it, neither
+            # (PaddleOCR's recogniser: its CTC head's logits moved by up to 16)
+            delta, shift = None, np.zeros_like(shift)
         if delta is not None and np.any(delta):  # before the bias, as spa.masked replays them
             stored = add_weight(ctx, t, node, delta)
             updates.append(Update("weight", name, stored))
@@ -211,6 +216,18 @@ def following_batchnorm(node):
             and len(users[0].inputs) >= 5:
         return users[0]
     return None
+
+
+def _can_shift(ctx, node, shift) -> bool:
+    """Whether apply_shift can fold `shift` into the node's bias (one it has or creates)."""
+    where = bias_of(node)
+    if where is None:
+        return False
+    holder, slot = where
+    if slot < len(holder.inputs) and holder.inputs[slot].name:
+        old = ctx.const(holder.inputs[slot])
+        return old is not None and old.size in (1, shift.size)
+    return True
 
 
 def apply_shift(ctx, node, shift, keep=None) -> bool:

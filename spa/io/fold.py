@@ -118,6 +118,13 @@ def _evaluate(nodes, shapes, opset):
     return values
 
 
+def evaluates(graph: gs.Graph, shapes: dict, other: dict, opset: int) -> bool:
+    """Whether the shape arithmetic of `graph` (at load's `shapes`) can be worked out at the
+    tensor shapes `other` of another input size: where it cannot, fold learns nothing there."""
+    nodes, _, _ = _domain(graph, shapes)
+    return not nodes or _evaluate(nodes, other, opset) is not None
+
+
 def fold(graph: gs.Graph, shapes: dict, others: list, opset: int) -> int:
     """Replace shape arithmetic in `graph` by constants where it is static; returns how
     many consumer inputs changed. `others` holds the tensor shapes at other input sizes

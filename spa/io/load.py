@@ -17,7 +17,7 @@ from ..runtime import options, random_inputs, run, session
 from .constants import MAX_ELEMENTS
 from .external import Store, attach, bad_name, bind, tensor_array
 from . import nbits
-from .fold import fold, fold_weights
+from .fold import evaluates, fold, fold_weights
 from .qop import lift
 from .sizes import choose, declared, ones
 from .skeleton import skeleton, with_shapes
@@ -165,6 +165,8 @@ def load(src, input_shapes=None, checked=False, dynamic=True, must_run=True) -> 
     axes, probe = set(), None
     if dynamic:  # folding needs to know which dims are dynamic
         others, probe = _bumped_shapes(proto, graph, concrete, where, runnable)
+        if probe is None or not evaluates(graph, shapes, others[-1], opset):  # all dims grown: unusable
+            others, probe = _one_axis_bumps(proto, graph, concrete, where, runnable, others[:1], shapes, opset)
         axes = {(n, a) for other in others for n, dims in shapes.items() if n in other and len(other[n]) == len(dims)
                 for a, (d, e) in enumerate(zip(dims, other[n])) if d != e}
         if fold(graph, shapes, others, opset):
@@ -279,6 +281,34 @@ def _bumped_shapes(proto, graph, concrete, where, runnable) -> tuple:
             return out, None
         return out, plus_many
     return out, None
+
+
+def _one_axis_bumps(proto, graph, concrete, where, runnable, others, shapes, opset) -> tuple:
+    """Where growing every dynamic dim at once gives sizes the model's shape arithmetic cannot
+    follow (PaddleOCR's recogniser takes a fixed height and any width), one probe per dim
+    instead, each grown by BUMP alone; those that shape inference and the shape arithmetic
+    accept join `others`, and the first is the probe size. Without them the +1 probe alone
+    decides what is static, and a stride hides +1: the recogniser's sequence length was
+    frozen at load's width."""
+    probe = None
+    for vi in proto.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        for k in range(1, len(dims)):
+            if vi.name not in concrete or (dims[k].HasField("dim_value") and dims[k].dim_value > 0):
+                continue
+            inputs = {n: tuple(v[0] + 1 if j == 0 and not (d[0].HasField("dim_value") and d[0].dim_value > 0)
+                               else v[j] for j in range(len(v)))
+                      for n, v, d in ((vi2.name, concrete[vi2.name], vi2.type.tensor_type.shape.dim)
+                                      for vi2 in proto.graph.input if vi2.name in concrete)}
+            inputs[vi.name] = tuple(x + BUMP if j == k else x for j, x in enumerate(inputs[vi.name]))
+            try:
+                other = _shapes_at(proto, graph, inputs, where, runnable)
+            except ModelError:
+                continue
+            if evaluates(graph, shapes, other, opset):
+                others.append(other)
+                probe = probe or inputs
+    return others, probe
 
 
 def _shapes_at(proto, graph, inputs, where, runnable) -> dict:

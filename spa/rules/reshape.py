@@ -136,24 +136,28 @@ def shape_spec(node, ctx):
     the target is the Shape of a tensor), or (None, None) when even the length is unknown.
     """
     t = node.inputs[1]
-    v = ctx.const(t)
-    if v is not None:
-        return [int(x) for x in v.reshape(-1)], None
     prod = t.inputs[0] if len(t.inputs) == 1 else None
+    v = ctx.const(t)
+    if v is not None and (prod is None or prod.op != "Concat"):
+        return [int(x) for x in v.reshape(-1)], None
     if prod is not None and prod.op == "Shape" and not prod.attrs.get("start") and prod.attrs.get("end") is None:
         src = ctx.shape(prod.inputs[0])  # the whole shape of a tensor, read at run time: it follows that tensor
         return (None, None) if src is None else ([None] * len(src), RUNTIME)
     if prod is None or prod.op != "Concat":
         return None, None
+    # a Concat target is rewritten piece by piece even where load's sizes fold it to a constant:
+    # a piece read from a Shape at run time (PaddleOCR's sequence length) must stay so
     spec, pieces = [], []
     for k, part in enumerate(prod.inputs):
         shape = ctx.shape(part)
         if shape is None or len(shape) != 1 or not isinstance(shape[0], int):
-            return None, None
+            return ([int(x) for x in v.reshape(-1)], None) if v is not None else (None, None)
         vals = ctx.ints(part)
         for p in range(shape[0]):
             spec.append(None if vals is None else vals[p])
             pieces.append((k, p))
+    if v is not None and len(spec) == v.size:  # entries load's sizes fold (a Shape read at run time)
+        spec = [int(x) if s is None else s for s, x in zip(spec, v.reshape(-1))]
     return spec, pieces
 
 

@@ -162,13 +162,16 @@ def with_probe(cg, moments, measured=None, seed=0):
             return moments
     if measured is not None:
         return Probed(moments, measured, anchored=not images)
-    feeds = synthetic_inputs(m.proto, m.probe_shapes or m.input_shapes, seed)
-    if feeds is None:
-        return moments
-    try:
-        return Probed(moments, Synthetic(cg, feeds), anchored=not images)
-    except UsageError:  # onnxruntime cannot run the model on them
-        return moments
+    tries = [s for s in (m.probe_shapes, m.input_shapes) if s]
+    for shapes in [s for i, s in enumerate(tries) if s not in tries[:i]]:  # the larger sizes first
+        feeds = synthetic_inputs(m.proto, shapes, seed)
+        if feeds is None:
+            return moments
+        try:
+            return Probed(moments, Synthetic(cg, feeds), anchored=not images)
+        except UsageError:  # onnxruntime cannot run the model at these sizes (a shape fixed inside it)
+            continue
+    return moments
 
 
 def _takes_images(m) -> bool:

@@ -232,3 +232,49 @@ def test_calib_alone_picks_obs_and_is_refused_by_criteria_that_read_no_data(tmp_
     res = CliRunner().invoke(main, ["prune", str(path), "--ratio", "0.3", "--criterion", "obspa",
                                     "--calib", str(tmp_path / "calib.npz"), "--no-recover"])
     assert res.exit_code == 2 and len(message_lines(res.output)) == 1
+
+
+def _two_linear(bias):
+    """input [N,8] -> LayerNorm -> MatMul w1 -> Add b1 -> Relu -> MatMul w2 (-> Add b2, b2 from a
+    Constant node as paddle2onnx writes it, when `bias` is "constant"; none when None)."""
+    rng = np.random.default_rng(0)
+    arrays = dict(w1=rng.standard_normal((8, 16)), b1=rng.normal(1, 1, 16), w2=rng.standard_normal((16, 4)),
+                  g=rng.uniform(0.5, 2, 8), b=rng.normal(0, 1, 8))
+    init = [onnx.numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()]
+    h_ = onnx.helper
+    nodes = [h_.make_node("LayerNormalization", ["input", "g", "b"], ["ln"], name="ln"),
+             h_.make_node("MatMul", ["ln", "w1"], ["a"], name="mm1"),
+             h_.make_node("Add", ["a", "b1"], ["ab"], name="add1"),
+             h_.make_node("Relu", ["ab"], ["h"], name="relu"),
+             h_.make_node("MatMul", ["h", "w2"], ["c" if bias else "output"], name="mm2")]
+    if bias == "constant":
+        value = onnx.numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b2_value")
+        nodes += [h_.make_node("Constant", [], ["b2"], value=value, name="b2_const"),
+                  h_.make_node("Add", ["c", "b2"], ["output"], name="add2")]
+    graph = h_.make_graph(nodes, "two", [h_.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 8])],
+                          [h_.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4])], init)
+    model = h_.make_model(graph, opset_imports=[h_.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_bias_fold_reaches_a_bias_held_by_a_constant_node():
+    """paddle2onnx writes a Linear layer's bias as a Constant node's output: the fold finds it
+    (it used to miss it and apply the weight update alone, which moved PaddleOCR's logits by 16)."""
+    model = _two_linear("constant")
+    result = spa.prune(model, ratio=0.5, criterion="obspa")
+    assert sorted((u.kind, u.target) for u in result.updates) == [("bias", "c"), ("weight", "w2")]
+    feeds = {"input": np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)}
+    want = run(spa.masked(model, result.sinks, result.updates), feeds)["output"]
+    np.testing.assert_allclose(run(result.model, feeds)["output"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_no_weight_update_without_a_bias_for_its_mean_correction():
+    """A MatMul with no bias to fold into: the regression's weight update would leave out its
+    mean correction (ReLU outputs have a mean), so neither is applied."""
+    model = _two_linear(None)
+    result = spa.prune(model, ratio=0.5, criterion="obspa")
+    assert not [u for u in result.updates if u.target in ("w2", "output")]
+    feeds = {"input": np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)}
+    want = run(spa.masked(model, result.sinks, result.updates), feeds)["output"]
+    np.testing.assert_allclose(run(result.model, feeds)["output"], want, rtol=1e-4, atol=1e-5)
