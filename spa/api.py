@@ -231,7 +231,7 @@ def prune(model, output=None, *, ratio=None, target_macs=None, criterion=None, r
     except OSError as exc:  # a full disk, a read-only folder: nothing was written
         raise UsageError(f"{output}: cannot write ({exc.strerror or exc})") from exc
     after = Stats(mark.after.params, mark.after.macs, size)
-    grew = growth_note(m.proto, pruned, m.file_size, size) if m.file_size and not external else None
+    grew = None if external else growth_note(m.proto, pruned, m.file_size, size)
     if grew:
         notes.append(grew)
     changes = tuple(GroupChange(g.id, g.channels, g.channels - len(plan.get(g.id, ())))

@@ -235,15 +235,12 @@ def apply_shift(ctx, node, shift, keep=None) -> bool:
     BatchNormalization, multiply its running variance by `shift` instead."""
     if node.op == "BatchNormalization":
         return _scale_variance(ctx, node, shift)
-    where = bias_of(node)
-    if where is None:
+    if not _can_shift(ctx, node, shift):
         return False
-    holder, slot = where
+    holder, slot = bias_of(node)
     if slot < len(holder.inputs) and holder.inputs[slot].name:
         t = holder.inputs[slot]
         old = ctx.const(t)
-        if old is None or old.size not in (1, shift.size):
-            return False
         new = (np.broadcast_to(old.reshape(-1), shift.shape) + shift).astype(old.dtype).reshape(
             old.shape if old.size == shift.size else shift.shape)
         write_const(ctx, t, new)

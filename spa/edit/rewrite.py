@@ -73,13 +73,11 @@ def write_const(ctx, t, value, sink=None):
     if node.op == "ConstantOfShape":
         fill = node.attrs.get("value")
         first = fill.values.reshape(-1)[0] if fill is not None else 0
-        if np.all(value == first):
-            node.inputs[0] = ctx.fill_shape(value.shape)
-            return
         flat = np.ravel(value)
-        if flat.size and np.all(flat == flat[0]):  # still one value (a uniform bias fold): still a fill
+        if not flat.size or np.all(flat == flat[0]):  # still one value: still a fill
             node.inputs[0] = ctx.fill_shape(value.shape)
-            node.attrs["value"] = gs.Constant(f"{t.name}_fill", np.asarray(flat[:1]))
+            if flat.size and flat[0] != first:  # a uniform bias fold
+                node.attrs["value"] = gs.Constant(f"{t.name}_fill", np.asarray(flat[:1]))
             return
         node.op, node.inputs = "Constant", []
     node.attrs.clear()

@@ -262,15 +262,8 @@ def _bumped_shapes(proto, graph, concrete, where, runnable) -> tuple:
     dims BUMP larger (skipped if shape inference fails there). The axes whose size
     changes follow a dynamic input dim (batch, sequence, image size). Also returns the
     input shapes of the second probe, or None."""
-    plus_one, plus_many = {}, {}
-    for vi in proto.graph.input:
-        if vi.name in concrete:
-            dims = vi.type.tensor_type.shape.dim
-            fixed = [d.HasField("dim_value") and d.dim_value > 0 for d in dims]
-            v = concrete[vi.name]
-            plus_one[vi.name] = tuple(x if f else x + 1 for f, x in zip(fixed, v))
-            plus_many[vi.name] = tuple(x if f else x + (1 if k == 0 else BUMP)
-                                       for k, (f, x) in enumerate(zip(fixed, v)))
+    plus_one = _grown(proto, concrete, lambda name, k: 1)
+    plus_many = _grown(proto, concrete, lambda name, k: 1 if k == 0 else BUMP)
     if plus_one == concrete:
         return [], None
     out = [_shapes_at(proto, graph, plus_one, where, runnable)]
@@ -291,24 +284,29 @@ def _one_axis_bumps(proto, graph, concrete, where, runnable, others, shapes, ops
     decides what is static, and a stride hides +1: the recogniser's sequence length was
     frozen at load's width."""
     probe = None
-    for vi in proto.graph.input:
-        dims = vi.type.tensor_type.shape.dim
-        for k in range(1, len(dims)):
-            if vi.name not in concrete or (dims[k].HasField("dim_value") and dims[k].dim_value > 0):
-                continue
-            inputs = {n: tuple(v[0] + 1 if j == 0 and not (d[0].HasField("dim_value") and d[0].dim_value > 0)
-                               else v[j] for j in range(len(v)))
-                      for n, v, d in ((vi2.name, concrete[vi2.name], vi2.type.tensor_type.shape.dim)
-                                      for vi2 in proto.graph.input if vi2.name in concrete)}
-            inputs[vi.name] = tuple(x + BUMP if j == k else x for j, x in enumerate(inputs[vi.name]))
-            try:
-                other = _shapes_at(proto, graph, inputs, where, runnable)
-            except ModelError:
-                continue
-            if evaluates(graph, shapes, other, opset):
-                others.append(other)
-                probe = probe or inputs
+    axes = [(n, k) for n, dims in _grown(proto, concrete, lambda name, k: 1).items()
+            for k in range(1, len(dims)) if dims[k] != concrete[n][k]]  # the dynamic dims after the first
+    for name, k in axes:
+        inputs = _grown(proto, concrete, lambda n, j: 1 if j == 0 else BUMP if (n, j) == (name, k) else 0)
+        try:
+            other = _shapes_at(proto, graph, inputs, where, runnable)
+        except ModelError:
+            continue
+        if evaluates(graph, shapes, other, opset):
+            others.append(other)
+            probe = probe or inputs
     return others, probe
+
+
+def _grown(proto, concrete, step) -> dict:
+    """Input shapes with each dynamic dim k of input `name` grown by step(name, k)."""
+    out = {}
+    for vi in proto.graph.input:
+        if vi.name in concrete:
+            dims = vi.type.tensor_type.shape.dim
+            out[vi.name] = tuple(x if d.HasField("dim_value") and d.dim_value > 0 else x + step(vi.name, k)
+                                 for k, (d, x) in enumerate(zip(dims, concrete[vi.name])))
+    return out
 
 
 def _shapes_at(proto, graph, inputs, where, runnable) -> dict:

@@ -162,8 +162,8 @@ def with_probe(cg, moments, measured=None, seed=0):
             return moments
     if measured is not None:
         return Probed(moments, measured, anchored=not images)
-    tries = [s for s in (m.probe_shapes, m.input_shapes) if s]
-    for shapes in [s for i, s in enumerate(tries) if s not in tries[:i]]:  # the larger sizes first
+    larger = [m.probe_shapes] if m.probe_shapes and m.probe_shapes != m.input_shapes else []
+    for shapes in larger + [m.input_shapes]:
         feeds = synthetic_inputs(m.proto, shapes, seed)
         if feeds is None:
             return moments
