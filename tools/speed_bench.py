@@ -1,4 +1,4 @@
-"""Does pruning make models faster in onnxruntime? SPA against Torch-Pruning, on CPU.
+"""Does pruning make models faster in onnxruntime? SPA against Torch-Pruning, on CPU (or CUDA).
 
 For ResNet-50, MobileNetV2 (224x224), ViT-B/16 (224x224) and a MiniLM-like BERT (sequence
 128), all hand-written in tools/models_torch.py with random weights, in one process:
@@ -15,13 +15,14 @@ and measured by SPA at batch 8 with the same threads), timed in the same interle
 its check is: measured latency ratio at batch 8 <= 1.05 x R.
 
 Usage: python tools/speed_bench.py [--models resnet50,mobilenetv2,vit_b16,minilm]
-       [--ratios 0.3,0.5] [--target-latency 0.5] [--round-to auto] [--runs 8] [--threads 1] [--work DIR]
+       [--ratios 0.3,0.5] [--target-latency 0.5] [--device cuda] [--no-tp] [--round-to auto] [--runs 8] [--threads 1] [--work DIR]
 Needs the bench extra: pip install -e ".[bench]".
 """
 
 import argparse
 import copy
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,14 @@ LATENCY_BOUND = 1.05  # a --target-latency prune's measured ratio within 5% of i
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def gpu_name():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "GPU unknown"
 
 
 def stats(path):
@@ -77,7 +86,7 @@ def spa_note(result):
     return text + (f" +{len(pairs) - 3} more" if len(pairs) > 3 else "")
 
 
-def variants(name, work, ratios, round_to, seq, latencies=(), threads=1):
+def variants(name, work, ratios, round_to, seq, latencies=(), threads=1, device="cpu", tp=True):
     """(label, ratio, path, note) of the original and each pruned export; a --target-latency
     prune's ratio is the string "latency R"."""
     torch_model = models_torch.build(name)
@@ -94,6 +103,8 @@ def variants(name, work, ratios, round_to, seq, latencies=(), threads=1):
         except NothingToPrune as exc:
             out.append(("SPA", ratio, None, f"nothing pruned: {exc}"))
         log(f"{name}: SPA {ratio} in {time.perf_counter() - t:.1f} s")
+        if not tp:
+            continue
         t = time.perf_counter()
         path = os.path.join(work, f"{name}.tp{ratio}.onnx")
         models_torch.export(tp_prune(torch_model, name, ratio), name, path, seq)
@@ -102,8 +113,8 @@ def variants(name, work, ratios, round_to, seq, latencies=(), threads=1):
     for target in latencies:
         path = os.path.join(work, f"{name}.spa-latency{target}.onnx")
         t = time.perf_counter()
-        res = spa.prune(orig, path, target_latency=target, batch=8, threads=threads, round_to=round_to,
-                        criterion="l2", force=True)
+        res = spa.prune(orig, path, target_latency=target, batch=8, threads=threads, device=device,
+                        round_to=round_to, criterion="l2", force=True)
         log(f"{name}: SPA --target-latency {target} in {time.perf_counter() - t:.1f} s (plan "
             f"{res.timings.get('plan', 0):.1f} s): {res.latency.summary()}")
         out.append(("SPA latency", f"latency {target}", path,
@@ -123,6 +134,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="intra-op threads (default 1: the ratios then measure the kernels, not thread-pool "
                          "scaling, and stay stable on a shared machine)")
+    ap.add_argument("--no-tp", action="store_true", help="no Torch-Pruning rows (SPA's only)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where every variant is timed and --target-latency plans (cuda: onnxruntime-gpu)")
     ap.add_argument("--seq", type=int, default=128, help="MiniLM sequence length")
     ap.add_argument("--work", default=None, help="folder for the ONNX files (default: a temporary one)")
     args = ap.parse_args()
@@ -130,12 +144,13 @@ def main():
     work = args.work or tempfile.mkdtemp(prefix="spa-speed-")
     os.makedirs(work, exist_ok=True)
     ratios = [float(r) for r in args.ratios.split(",") if r]
-    settings = BenchSettings(batches=(1, 8), warmup=args.warmup, runs=args.runs, threads=args.threads,
+    settings = BenchSettings(device=args.device, batches=(1, 8), warmup=args.warmup, runs=args.runs, threads=args.threads,
                              memory=False)
     rows, verdicts, latency_verdicts = [], [], []
     for name in args.models.split(","):
         latencies = [float(r) for r in args.target_latency.split(",") if r]
-        vs = variants(name, work, ratios, args.round_to, args.seq, latencies, args.threads)
+        vs = variants(name, work, ratios, args.round_to, args.seq, latencies, args.threads, args.device,
+                      not args.no_tp)
         timed = [v for v in vs if v[2]]
         log(f"{name}: timing {len(timed)} variants at batch 1 and 8")
         r = bench([v[2] for v in timed], settings)
@@ -164,7 +179,8 @@ def main():
     print(table(rows, ("model", "pruner", "ratio", "params", "MACs", "p50 b1 ms", "p50 b8 ms", "lat b1",
                        "lat b8", "lat/MACs b8", f"<= {BOUND}", "SPA channel changes (before->after x groups)")))
     cpu, _ = cpu_info()
-    print(f"\nparams, MACs, lat: pruned / original. onnxruntime {ort.__version__} CPU, {cpu}, "
+    where = "CUDA (" + gpu_name() + "), host " if args.device == "cuda" else "CPU, "
+    print(f"\nparams, MACs, lat: pruned / original. onnxruntime {ort.__version__} {where}{cpu}, "
           f"{os.cpu_count()} logical CPUs, {args.threads} intra-op threads, opt level all, warm-up {args.warmup}, "
           f"{args.runs} runs in alternating blocks, p50. SPA --round-to {args.round_to}. "
           f"Wall time {time.perf_counter() - start:.0f} s; load average {load_start:.1f} at the start, "

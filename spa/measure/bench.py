@@ -244,8 +244,9 @@ def model_source(model):
     return path
 
 
-def make_session(model, s: BenchSettings) -> ort.InferenceSession:
-    """An onnxruntime session with the benchmark's options; DeviceError if CUDA is asked for but absent."""
+def make_session(model, s: BenchSettings, opts: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An onnxruntime session with the benchmark's options (or `opts`); DeviceError if CUDA is
+    asked for but absent."""
     src = model_source(model)
     if s.device == "cpu":
         providers = ["CPUExecutionProvider"]
@@ -258,7 +259,7 @@ def make_session(model, s: BenchSettings) -> ort.InferenceSession:
                      "CPUExecutionProvider"]
         ort.set_default_logger_severity(4)  # a failed CUDA load logs several lines; we say it in one
     try:
-        sess = session(src, opts=session_options(s), providers=providers)
+        sess = session(src, opts=opts or session_options(s), providers=providers)
     except Exception as exc:  # onnxruntime errors have no common base class
         raise ModelError(f"{model if isinstance(src, str) else '<model>'}: onnxruntime cannot load it "
                          f"({first_line(exc, 200)})") from exc
@@ -354,7 +355,7 @@ def _child_memory(src: str, settings: dict) -> dict:
     sess = make_session(src, s)
     result = {}
     for b in sorted(s.batches):
-        r = _Runner(sess, random_feeds(input_specs(sess, b, s.input_shapes), s.seed), s.device)
+        r = Runner(sess, random_feeds(input_specs(sess, b, s.input_shapes), s.seed), s.device)
         for _ in range(max(1, min(s.warmup, 3))):
             r()
         now = (_status_kb("VmHWM" if peak_ok else "VmRSS") if cpu else _cuda_used())
@@ -388,7 +389,7 @@ def measure_memory(model, settings: BenchSettings) -> dict:
 
 
 # -- the runner -------------------------------------------------------------------------------
-class _Runner:
+class Runner:
     """One model at one batch: a callable run, with inputs bound once (IOBinding on CUDA)."""
 
     def __init__(self, sess, feeds, device):
@@ -501,7 +502,7 @@ def bench(models, settings: BenchSettings = BenchSettings(), progress=None) -> B
         providers = sess.get_providers()
         for b in batches:
             specs = input_specs(sess, b, settings.input_shapes)
-            r = _Runner(sess, random_feeds(specs, settings.seed), settings.device)
+            r = Runner(sess, random_feeds(specs, settings.seed), settings.device)
             try:
                 r.warm_ms = min(r.timed(n=max(1, settings.warmup)))
             except Exception as exc:  # onnxruntime errors have no common base class

@@ -11,18 +11,13 @@ onnxruntime's NCHWc block, and the layout reorders each model runs are reported.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import ModelError, UsageError, first_line
-from ..runtime import random_feeds, session
-from .bench import (BenchSettings, block_warnings, check_settings, cpu_block_size, input_specs, model_name,
-                    model_source, session_options)
+from ..errors import UsageError
+from .bench import BenchSettings, block_warnings, check_settings, cpu_block_size, model_name
+from .profile import kernel_events
 
 REORDERS = ("ReorderInput", "ReorderOutput")
 MIN_SHARE = 0.05  # kinds below this share of the original's time are not named (noise)
@@ -58,6 +53,7 @@ class NodeTime:
 @dataclass(frozen=True)
 class Explanation:
     models: tuple
+    device: str
     batch: int
     runs: int
     total_ms: tuple  # (before, after): kernel time per run
@@ -101,31 +97,6 @@ def kernel_kind_macs(op, args) -> tuple[str, int]:
     return op, 0
 
 
-def kernel_events(model, settings: BenchSettings, runs: int) -> tuple[list, float]:
-    """(onnxruntime's kernel events of the last `runs` runs, in execution order; wall ms per run)
-    under the benchmark's settings at its first batch."""
-    warmup = max(settings.warmup, 1)
-    with tempfile.TemporaryDirectory(prefix="spa-profile-") as tmp:
-        opts = session_options(settings)
-        opts.enable_profiling = True
-        opts.profile_file_prefix = os.path.join(tmp, "profile")
-        try:
-            sess = session(model_source(model), opts=opts)
-        except Exception as exc:  # onnxruntime errors have no common base class
-            raise ModelError(f"{model_name(model, 0)}: onnxruntime cannot load it ({first_line(exc, 200)})") from exc
-        feeds = random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed)
-        for _ in range(warmup):
-            sess.run(None, feeds)
-        t = time.perf_counter()
-        for _ in range(runs):
-            sess.run(None, feeds)
-        wall = (time.perf_counter() - t) * 1000 / runs
-        with open(sess.end_profiling()) as f:
-            events = json.load(f)
-    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    return kernels[len(kernels) - len(kernels) // (warmup + runs) * runs:], wall
-
-
 def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]:
     """({kind: [ms, macs, kernels]}, [(node, kind, ms)] largest first, reorder kernels), per run."""
     kinds, nodes, reorders = {}, {}, 0
@@ -144,11 +115,9 @@ def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]
 
 
 def explain(models, settings: BenchSettings = BenchSettings(), runs: int = 20, top: int = 10) -> Explanation:
-    """Profile two models (original, pruned) on the CPU under the same settings and say where time went."""
+    """Profile two models (original, pruned) under the same settings (CPU or CUDA) and say where time went."""
     if len(models) != 2:
         raise UsageError("--explain compares two models: the original and the pruned one")
-    if settings.device != "cpu":
-        raise UsageError("--explain profiles on the CPU (onnxruntime's profiler); drop --device cuda")
     check_settings(settings)
     (ka, na, ra), (kb, nb, rb) = (profile(m, settings, runs) for m in models)
     kinds = []
@@ -161,17 +130,18 @@ def explain(models, settings: BenchSettings = BenchSettings(), runs: int = 20, t
            and k.before_ms >= MIN_SHARE * total[0]]
     least = max(big, key=lambda k: k.time_ratio).kind if big else None
     lagging = tuple(k.kind for k in big if k.macs_ratio is not None and k.time_ratio > SLACK * k.macs_ratio)
-    block = cpu_block_size()
-    off = tuple(w.message() for w in block_warnings(models[1], block))
+    block = cpu_block_size() if settings.device == "cpu" else None  # NCHWc is a CPU layout
+    off = tuple(w.message() for w in block_warnings(models[1], block)) if block else ()
     tops = tuple(tuple(NodeTime(n, k, ms) for n, k, ms in lst[:top]) for lst in (na, nb))
-    return Explanation(tuple(model_name(m, i) for i, m in enumerate(models)), settings.batches[0], runs, total,
-                       tuple(kinds), tops, least, lagging, (ra, rb), off, block)
+    return Explanation(tuple(model_name(m, i) for i, m in enumerate(models)), settings.device, settings.batches[0],
+                       runs, total, tuple(kinds), tops, least, lagging, (ra, rb), off, block)
 
 
 def explain_text(e: Explanation) -> str:
     """One screen: per kind before/after, what did not shrink, off-block counts, reorders, top nodes."""
     a, b = e.total_ms
-    lines = [f"why: {e.models[1]} against {e.models[0]} (batch {e.batch}, {e.runs} profiled runs, CPU kernels)",
+    where = ("CUDA kernels, each timed alone (CUDA_LAUNCH_BLOCKING=1)" if e.device == "cuda" else "CPU kernels")
+    lines = [f"why: {e.models[1]} against {e.models[0]} (batch {e.batch}, {e.runs} profiled runs, {where})",
              f"kernel time per run {a:.2f} ms -> {b:.2f} ms (x{b / a:.2f})" if a else "no kernel time recorded",
              f"{'op kind':18s} {'ms before':>10s} {'ms after':>9s} {'time x':>7s} {'MACs x':>7s} {'share':>6s}"]
     for k in e.kinds:

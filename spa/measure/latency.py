@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..graph import node_macs
 from .bench import BenchSettings, bench, cpu_block_size
-from .explain import kernel_events
+from .profile import kernel_events
 
 PROFILE_RUNS = 3  # profiled runs after the warm-up
 MATMUL_KERNELS = ("Conv", "FusedConv", "NchwcConv", "QLinearConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
