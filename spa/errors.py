@@ -31,6 +31,12 @@ class VerifyError(SpaError):
     exit_code = 5
 
 
+class TargetMissed(SpaError):
+    """--target-latency: no plan reached the latency asked for; nothing was written."""
+
+    exit_code = 6
+
+
 INTERNAL_EXIT_CODE = 10
 
 

@@ -11,7 +11,6 @@ from ..errors import ModelError, UsageError, first_line
 from ..io import load_arrays as load_inputs
 from ..protos import ORT_TYPES
 from ..report import table
-from ..results import OutputFidelity
 from ..runtime import random_feeds
 from ..verify import fidelity
 from .bench import BenchSettings, input_specs, make_session

@@ -64,6 +64,7 @@ class Explanation:
     reorders: tuple  # (before, after): layout conversion kernels per run
     off_block: tuple  # messages: pruned Conv channel counts off the NCHWc block
     block: int | None
+    issue: tuple | None = None  # CUDA: ((issue ms, wall ms) before, after) per run (spa.measure.profile)
 
     def to_dict(self):
         d = asdict(self)
@@ -97,10 +98,12 @@ def kernel_kind_macs(op, args) -> tuple[str, int]:
     return op, 0
 
 
-def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]:
-    """({kind: [ms, macs, kernels]}, [(node, kind, ms)] largest first, reorder kernels), per run."""
+def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int, tuple | None]:
+    """({kind: [ms, macs, kernels]}, [(node, kind, ms)] largest first, reorder kernels,
+    (issue ms, wall ms) on CUDA else None), per run."""
     kinds, nodes, reorders = {}, {}, 0
-    for e in kernel_events(model, settings, runs)[0]:
+    prof = kernel_events(model, settings, runs)
+    for e in prof.events:
         op = e["args"].get("op_name", "?")
         kind, macs = kernel_kind_macs(op, e["args"])
         ms = e["dur"] / 1000 / runs
@@ -111,7 +114,9 @@ def profile(model, settings: BenchSettings, runs: int) -> tuple[dict, list, int]
         name = e["name"][:-len("_kernel_time")]
         nodes[name] = (kind, nodes.get(name, (kind, 0.0))[1] + ms)
         reorders += op in REORDERS
-    return kinds, sorted(((n, k, ms) for n, (k, ms) in nodes.items()), key=lambda t: -t[2]), round(reorders / runs)
+    issue = None if prof.issue_ms is None else (prof.issue_ms, prof.wall_ms)
+    return (kinds, sorted(((n, k, ms) for n, (k, ms) in nodes.items()), key=lambda t: -t[2]), round(reorders / runs),
+            issue)
 
 
 def explain(models, settings: BenchSettings = BenchSettings(), runs: int = 20, top: int = 10) -> Explanation:
@@ -119,7 +124,7 @@ def explain(models, settings: BenchSettings = BenchSettings(), runs: int = 20, t
     if len(models) != 2:
         raise UsageError("--explain compares two models: the original and the pruned one")
     check_settings(settings)
-    (ka, na, ra), (kb, nb, rb) = (profile(m, settings, runs) for m in models)
+    (ka, na, ra, ia), (kb, nb, rb, ib) = (profile(m, settings, runs) for m in models)
     kinds = []
     for kind in sorted(set(ka) | set(kb), key=lambda k: -ka.get(k, [0])[0]):
         a, b = ka.get(kind, [0.0, 0, 0]), kb.get(kind, [0.0, 0, 0])
@@ -134,7 +139,20 @@ def explain(models, settings: BenchSettings = BenchSettings(), runs: int = 20, t
     off = tuple(w.message() for w in block_warnings(models[1], block)) if block else ()
     tops = tuple(tuple(NodeTime(n, k, ms) for n, k, ms in lst[:top]) for lst in (na, nb))
     return Explanation(tuple(model_name(m, i) for i, m in enumerate(models)), settings.device, settings.batches[0],
-                       runs, total, tuple(kinds), tops, least, lagging, (ra, rb), off, block)
+                       runs, total, tuple(kinds), tops, least, lagging, (ra, rb), off, block,
+                       None if ia is None else (ia, ib))
+
+
+LAUNCH_BOUND = 0.8  # issue time / wall time from which a CUDA run is called launch-bound
+
+
+def issue_line(label, issue_ms, wall_ms) -> str:
+    share = issue_ms / wall_ms if wall_ms else 0.0
+    text = (f"host time to issue a run {label}: {issue_ms:.2f} of {wall_ms:.2f} ms wall (x{share:.2f})")
+    if share >= LAUNCH_BOUND:
+        text += ("; launch-bound: fewer channels shorten the GPU work, not the launches "
+                 "(a larger --batch gives the GPU more work per launch)")
+    return text
 
 
 def explain_text(e: Explanation) -> str:
@@ -157,6 +175,8 @@ def explain_text(e: Explanation) -> str:
         lines.append(f"did not follow its MACs: {kind}: time x{k.time_ratio:.2f} for MACs x{k.macs_ratio:.2f}"
                      + (" (per-channel work: time scales linearly, and small kernels keep fixed costs)"
                         if kind == "Conv depthwise" else ""))
+    if e.issue:
+        lines += [issue_line(label, i, w) for label, (i, w) in zip(("before", "after"), e.issue)]
     ra, rb = e.reorders
     lines.append(f"layout reorders per run: {ra} -> {rb}" + (f" (pruning added {rb - ra})" if rb > ra else ""))
     if e.off_block:

@@ -8,6 +8,7 @@ a Conv or MatMul kernel takes its node's MACs factors (input and output channels
 other kernel the channel spaces of its node's output (element-wise work). A kernel that no
 name maps (a fused BiasGelu, a layout reorder) works on what the kernel before it produced,
 so it takes that node's output spaces. Wall time beyond the kernels is a fixed term.
+On CUDA the kernels' times are their GPU times (spa.measure.profile).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ class LatencyModel:
     mapped: float  # share of kernel time mapped to a graph node by name
     kernel_ms: float
     wall_ms: float
+    issue_ms: float | None = None  # CUDA: host time to issue a run (spa.measure.profile)
 
 
 def latency_model(source, cg, settings: BenchSettings, runs=PROFILE_RUNS) -> LatencyModel:
     """Profile `source` (path or proto of the model `cg` was built from) at the settings'
     first batch and map its kernels onto `cg`'s nodes and spaces."""
-    events, wall = kernel_events(source, settings, runs)
+    prof = kernel_events(source, settings, runs)
+    events, wall = prof.events, prof.wall_ms
     nodes = {n.name: n for n, _, _ in cg.flows if n.name}
     producer = {t.name: n for n, _, _ in cg.flows for t in n.outputs}
     spaces: dict = {}  # tensor name -> its channel spaces
@@ -63,7 +66,7 @@ def latency_model(source, cg, settings: BenchSettings, runs=PROFILE_RUNS) -> Lat
     block = cpu_block_size() if settings.device == "cpu" else None
     blocks = {s: block for s in blocked} if block else {}
     return LatencyModel(terms, max(0.0, wall - kernel_ms), blocks, named / kernel_ms if kernel_ms else 0.0,
-                        kernel_ms, wall)
+                        kernel_ms, wall, prof.issue_ms)
 
 
 def _node_of(name, nodes, producer):

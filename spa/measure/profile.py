@@ -2,14 +2,15 @@
 
 CPU: the profiler's node events time each kernel as it runs.
 
-CUDA: kernels run asynchronously, so a node's event times its launch, not its work. The
-profile is taken in a child process with CUDA_LAUNCH_BLOCKING=1, where each launch returns
-once its kernel has finished: an event then holds the node's GPU time plus one launch and
-wait. That per-node cost is estimated as the shortest event the CUDA provider ran (a node
-with next to no work) and taken off each CUDA event. The wall time per run is measured in
-this process with launches not blocking, inputs and outputs bound on the GPU (as spa.bench
-runs it), so what the kernels do not account for (launch-bound stretches, copies) is wall
-time beyond the kernels.
+CUDA: kernels run asynchronously, so a node's event times its host work (launches), not its
+GPU work. Two profiles are taken: one as the model runs, and one in a child process with
+CUDA_LAUNCH_BLOCKING=1, where each launch returns once its kernel has finished. A node's GPU
+time is its blocking event less its host event (both carry the profiler's own cost). Two
+wall times are measured without the profiler, inputs and outputs bound on the GPU as
+spa.bench runs them: the run (`wall_ms`), and the run with onnxruntime's closing
+synchronisation turned off (`issue_ms`: the host's time to issue the run's work). A run
+whose issue time is close to its wall time is launch-bound: fewer channels shorten the GPU
+work, not the launches, so its latency cannot fall much below issue / wall.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import onnx
 
@@ -32,15 +33,20 @@ from .bench import BenchSettings, Runner, input_specs, make_session, model_name,
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-def kernel_events(model, settings: BenchSettings, runs: int) -> tuple[list, float]:
-    """(onnxruntime's kernel events of the last `runs` runs, in execution order; wall ms per run)
-    under the benchmark's settings at its first batch. On CUDA each event's "dur" is the
-    node's GPU time (see the module's note)."""
+@dataclass(frozen=True)
+class Profile:
+    events: list  # onnxruntime's kernel events of the profiled runs, in execution order ("dur" in us)
+    wall_ms: float  # per run
+    issue_ms: float | None = None  # CUDA: host time to issue one run's work, not waiting for it
+
+
+def kernel_events(model, settings: BenchSettings, runs: int) -> Profile:
+    """The kernel events of `runs` runs after the warm-up under the benchmark's settings at its
+    first batch. On CUDA each event's "dur" is the node's GPU time (see the module's note)."""
     if settings.device == "cuda":
-        return _cuda_events(model, settings, runs)
+        return _cuda_profile(model, settings, runs)
     with tempfile.TemporaryDirectory(prefix="spa-profile-") as tmp:
-        events, wall = _profiled(model, settings, runs, tmp)
-    return events, wall
+        return Profile(*_profiled(model, settings, runs, tmp))
 
 
 def _profiled(model, settings: BenchSettings, runs: int, tmp: str) -> tuple[list, float]:
@@ -64,7 +70,7 @@ def _profiled(model, settings: BenchSettings, runs: int, tmp: str) -> tuple[list
     return kernels[len(kernels) - len(kernels) // (warmup + runs) * runs:], wall
 
 
-def _cuda_events(model, settings: BenchSettings, runs: int) -> tuple[list, float]:
+def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
     with tempfile.TemporaryDirectory(prefix="spa-profile-") as tmp:
         if isinstance(model, onnx.ModelProto):
             path = os.path.join(tmp, "model.onnx")
@@ -79,27 +85,41 @@ def _cuda_events(model, settings: BenchSettings, runs: int) -> tuple[list, float
         p = subprocess.run([sys.executable, "-c", "from spa.measure.profile import _child_main; _child_main()"],
                            input=json.dumps(req), capture_output=True, text=True, env=env, timeout=3600)
         if p.returncode != 0:
-            raise ModelError(f"{model_name(model, 0)}: the CUDA profile failed "
-                             f"({first_line(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode)})")
+            why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit code {p.returncode}"
+            raise ModelError(f"{model_name(model, 0)}: the CUDA profile failed ({first_line(why, 200)})")
         with open(p.stdout.strip()) as f:
-            events = json.load(f)
-        wall = _wall(path, settings, runs)
-    cuda = [e["dur"] for e in events if e["args"].get("provider") == CUDA_PROVIDER]
-    floor = min(cuda) if cuda else 0
-    for e in events:
-        if e["args"].get("provider") == CUDA_PROVIDER:
-            e["dur"] -= floor
-    return events, wall
+            blocking = json.load(f)
+        host, _ = _profiled(path, settings, runs, tmp)
+        wall, issue = walls(path, settings, runs)
+    host_us: dict = {}
+    for e in host:
+        host_us[e["name"]] = host_us.get(e["name"], 0.0) + e["dur"] / runs
+    for e in blocking:
+        e["dur"] = max(0.0, e["dur"] - host_us.get(e["name"], 0.0))
+    return Profile(blocking, wall, issue)
 
 
-def _wall(path, settings: BenchSettings, runs: int) -> float:
-    """Median wall ms per run, launches not blocking."""
-    sess = make_session(path, settings)
+def walls(model, settings: BenchSettings, runs: int = 20) -> tuple[float, float]:
+    """(median ms per run, median ms to issue a run without its closing synchronisation: on CUDA
+    the host's share of the run)."""
+    import onnxruntime as ort
+    sess = make_session(model, settings)
     run = Runner(sess, random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed),
                  settings.device)
     for _ in range(max(settings.warmup, 1)):
         run()
-    return statistics.median(run.timed(n=max(runs, 10)))
+    nosync = ort.RunOptions()
+    nosync.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    issue = []
+    for _ in range(max(runs, 10)):
+        t = time.perf_counter_ns()
+        if run.io is not None:
+            sess.run_with_iobinding(run.io, nosync)
+        else:  # the CPU runs synchronously: issue time is run time
+            sess.run(None, run.feeds, nosync)
+        issue.append((time.perf_counter_ns() - t) / 1e6)
+        run()  # waits for both runs: the next one starts on an idle GPU
+    return statistics.median(run.timed(n=max(runs, 10))), statistics.median(issue)
 
 
 def _child_main():

@@ -9,19 +9,26 @@
    than TOLERANCE, move the predicted target by what the measurement showed (a secant once
    two points exist) and plan again, at most CORRECTIONS times. The attempt measured closest
    to R (preferring one at or below R x (1 + TOLERANCE)) is the plan.
+4. If even that one measures above R x (1 + MISS), the target is out of reach with these
+   settings (`--max-ratio`, `--exclude`, or a launch-bound GPU run: spa.measure.profile):
+   TargetMissed says what was measured and what is reachable, and nothing is written.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 from ..edit import apply, global_plan, keep_map
 from ..edit.plan import CostModel, MacsModel
+from ..errors import TargetMissed
 from ..graph import removed_elements
 from .bench import BenchSettings
+from .explain import LAUNCH_BOUND
 from .latency import latency_model, measured_ratio
 
 TOLERANCE = 0.03  # a measured ratio within this share of the target ends the corrections
+MISS = 0.05  # a best measured ratio above target x (1 + MISS) is a miss: nothing is written
 CORRECTIONS = 2
 SECONDS = 2.0  # timing per model and attempt (interleaved), after the warm-up
 RUNS = (5, 60)  # fewest and most timed runs per model and attempt
@@ -46,6 +53,8 @@ class LatencyReport:
     attempts: tuple  # Attempt per plan tried
     chosen: int  # index of the attempt whose plan was kept
     mapped: float  # share of profiled kernel time mapped to graph nodes by name
+    issue_ms: float | None = None  # CUDA: host time to issue a run of the original (spa.measure.profile)
+    wall_ms: float | None = None  # the original's run in the same measurement
 
     @property
     def measured(self) -> float:
@@ -61,14 +70,19 @@ class LatencyReport:
                           for t in self.attempts)
         return (f"latency: x{a.measured:.3f} measured ({self.original_ms:.2f} -> {self.pruned_ms:.2f} ms p50, "
                 f"{self.device}, batch {self.batch}, threads {self.threads or 'default'}), x{a.predicted:.3f} "
-                f"predicted, target x{self.target:g}; MACs x{a.macs:.3f}" +
+                f"predicted, target x{self.target:g}; MACs x{a.macs:.3f}" + self._issue() +
                 (f" ({len(self.attempts)} plans: {tries})" if len(self.attempts) > 1 else ""))
+
+    def _issue(self) -> str:
+        if self.issue_ms is None or not self.wall_ms:
+            return ""
+        return f"; host issue time {self.issue_ms:.2f} of {self.wall_ms:.2f} ms per run"
 
     def to_dict(self):
         return {"target": self.target, "device": self.device, "batch": self.batch, "threads": self.threads,
                 "original_ms": self.original_ms, "pruned_ms": self.pruned_ms, "measured": self.measured,
                 "predicted": self.predicted, "mapped": self.mapped, "chosen": self.chosen,
-                "attempts": [asdict(a) for a in self.attempts]}
+                "issue_ms": self.issue_ms, "wall_ms": self.wall_ms, "attempts": [asdict(a) for a in self.attempts]}
 
 
 def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, normalize, max_ratio,
@@ -104,8 +118,24 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
         planned = _next_target(target, attempts)
     best = _choose(target, attempts)
     plan, a_ms, b_ms = found[best]
-    return plan, LatencyReport(target, settings.device, settings.batches[0], settings.threads, a_ms, b_ms,
-                               tuple(attempts), best, lat.mapped)
+    report = LatencyReport(target, settings.device, settings.batches[0], settings.threads, a_ms, b_ms,
+                           tuple(attempts), best, lat.mapped, lat.issue_ms, lat.wall_ms)
+    if attempts[best].measured > target * (1 + MISS):
+        raise TargetMissed(_miss_text(report, max_ratio))
+    return plan, report
+
+
+def _miss_text(r: LatencyReport, max_ratio) -> str:
+    a = r.attempts[r.chosen]
+    text = (f"--target-latency {r.target:g} is out of reach on {r.device} at batch {r.batch}: the fastest of "
+            f"{len(r.attempts)} plans measured x{a.measured:.3f} ({r.original_ms:.2f} -> {r.pruned_ms:.2f} ms p50) "
+            f"with MACs x{a.macs:.3f}")
+    if r.issue_ms is not None and r.wall_ms and r.issue_ms >= LAUNCH_BOUND * r.wall_ms:
+        text += (f"; the run is launch-bound: the host needs {r.issue_ms:.2f} of its {r.wall_ms:.2f} ms to issue "
+                 "the work, which fewer channels do not shorten (a larger --batch gives the GPU more work per launch)")
+    elif max_ratio is not None:
+        text += f" within --max-ratio {max_ratio:g}"
+    return text + f"; nothing was written (x{math.ceil(a.measured * 100) / 100:.2f} or more is reachable here)"
 
 
 def _model(c, scores, cost):

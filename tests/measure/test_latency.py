@@ -12,12 +12,13 @@ import spa
 from spa.cli import main
 from spa.edit import global_plan
 from spa.edit.plan import CostModel, MacsModel
-from spa.errors import UsageError
+from spa.errors import TargetMissed, UsageError
 from spa.graph import couple
 from spa.io import load
 from spa.measure.bench import BenchSettings
 from spa.measure.latency import _node_of, latency_model
-from spa.measure.target import CORRECTIONS, _choose, _next_target, Attempt
+from spa.measure.explain import issue_line
+from spa.measure.target import CORRECTIONS, Attempt, LatencyReport, _choose, _miss_text, _next_target
 from spa.testing.nets import ALL
 
 QUICK = BenchSettings(batches=(2,), warmup=1, runs=3, threads=1, memory=False)
@@ -140,3 +141,22 @@ def test_cli_target_latency(net, tmp_path):
                                   "--criterion", "l2", "-q"])
     assert r.exit_code == 0, r.output
     assert "latency: x" in r.output and "target x0.8" in r.output
+
+
+def test_an_unreachable_target_writes_nothing(net, tmp_path):
+    path, _ = net
+    out = tmp_path / "missed.onnx"
+    r = CliRunner().invoke(main, ["prune", path, str(out), "--target-latency", "0.05", "--max-ratio", "0.3",
+                                  "--batch", "2", "--threads", "1", "--criterion", "l2", "-q"])
+    assert r.exit_code == TargetMissed.exit_code, r.output
+    line = r.output.strip()
+    assert "\n" not in line and "out of reach" in line and "nothing was written" in line and "--max-ratio 0.3" in line
+    assert not out.exists()
+
+
+def test_issue_line_names_a_launch_bound_run():
+    assert "launch-bound" in issue_line("before", 1.9, 2.0)
+    assert "launch-bound" not in issue_line("before", 0.5, 9.6)
+    text = _miss_text(LatencyReport(0.5, "cuda", 8, 1, 2.19, 1.89, (Attempt(0.05, 0.1, 0.861, 0.056),), 0, 1.0,
+                                    1.9, 2.0), 0.9)
+    assert "launch-bound" in text and "x0.87 or more" in text
