@@ -287,10 +287,10 @@ def gate(original, pruned, th: Thresholds = Thresholds()) -> GateResult:
             add("latency_ratio", ratio <= th.max_latency_ratio, round(ratio, 4), th.max_latency_ratio,
                 f"p50 {b.p50_ms:.3f} ms vs {a.p50_ms:.3f} ms at batch {th.batch} on {th.device}; "
                 f"would pass with max_latency_ratio >= {math.ceil(ratio * 1e4) / 1e4}")
-            if ratio > th.max_latency_ratio and th.device == "cpu":  # say why, as spa bench --explain does
-                why = explain([original, pruned], BenchSettings(batches=(th.batch,), warmup=th.warmup,
-                                                                threads=th.threads, input_shapes=shapes,
-                                                                seed=th.seed, memory=False), runs=th.runs)
+            if ratio > th.max_latency_ratio:  # say why, as spa bench --explain does
+                settings = BenchSettings(device=th.device, batches=(th.batch,), warmup=th.warmup, threads=th.threads,
+                                         input_shapes=shapes, seed=th.seed, memory=False)
+                why = explain([original, pruned], settings, runs=th.runs)
                 measured["latency"]["explanation"] = why.to_dict()
                 measured["latency"]["explanation_text"] = explain_text(why)
 

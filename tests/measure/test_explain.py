@@ -11,6 +11,7 @@ from spa.cli import main
 from spa.errors import UsageError
 from spa.measure.bench import BenchSettings
 from spa.measure.explain import conv_kind, explain, explain_text
+from spa.measure.profile import _cuda_profile, kernel_events
 from spa.testing.nets import ALL
 
 QUICK = BenchSettings(batches=(2,), warmup=1, runs=3, threads=1)
@@ -62,3 +63,15 @@ def test_cli_explain(pair):
     assert "op kind" in r.output and "Conv depthwise" in r.output
     r = CliRunner().invoke(main, ["bench", "--explain", pair[0]])
     assert r.exit_code != 0 and "two models" in r.output and "Traceback" not in r.output
+
+
+def test_two_profile_plumbing_of_cuda_runs_on_the_cpu(pair):
+    """CUDA's profile (a blocking profile in a child process, less the host profile; issue and
+    wall times) run with CPU settings: there both profiles time the same kernels, so what is
+    left per node is noise around zero, and a run is issued as long as it runs."""
+    host = kernel_events(pair[0], QUICK, 3)
+    p = _cuda_profile(pair[0], QUICK, 3)
+    assert [e["name"] for e in p.events] == [e["name"] for e in host.events]
+    assert all(e["dur"] >= 0 for e in p.events)
+    assert sum(e["dur"] for e in p.events) < sum(e["dur"] for e in host.events)
+    assert host.issue_ms is None and p.issue_ms > 0.3 * p.wall_ms > 0
