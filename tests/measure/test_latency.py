@@ -102,7 +102,9 @@ def test_corrections_move_toward_the_target():
     second = Attempt(0.42, 0.42, 0.48, 0.4)
     nxt = _next_target(0.5, [first, second])  # secant through both points
     assert 0.42 < nxt < 0.5
-    assert _choose(0.5, [first, second, Attempt(0.45, 0.45, 0.505, 0.45)]) == 2
+    assert _choose(0.5, [first, second, Attempt(0.45, 0.45, 0.505, 0.45)]) == 1  # at or under the target first
+    assert _choose(0.5, [first, second, Attempt(0.45, 0.45, 0.495, 0.45)]) == 2  # the closest of those
+    assert _choose(0.5, [first, Attempt(0.45, 0.45, 0.512, 0.45)]) == 1  # else within 3% over it
     assert _choose(0.5, [first, Attempt(0.45, 0.45, 0.58, 0.45)]) == 1  # none in bounds: the fastest
 
 
