@@ -368,6 +368,13 @@ def _child_main():
     json.dump({str(k): v for k, v in _child_memory(req["model"], req["settings"]).items()}, sys.stdout)
 
 
+def child_env(**extra) -> dict:
+    """The environment of a child Python that imports this copy of spa."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 def measure_memory(model, settings: BenchSettings) -> dict:
     """{batch: peak memory growth in bytes, or None}, measured in a child process so that memory
     freed by earlier work in this process cannot hide a model's allocations."""
@@ -379,10 +386,8 @@ def measure_memory(model, settings: BenchSettings) -> dict:
             path = os.path.abspath(os.fspath(model))
         req = {"model": path, "settings": {**asdict(settings), "batches": list(settings.batches)}}
         code = "from spa.measure.bench import _child_main; _child_main()"
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         p = subprocess.run([sys.executable, "-c", code], input=json.dumps(req), capture_output=True,
-                           text=True, env=env, timeout=3600)
+                           text=True, env=child_env(), timeout=3600)
     if p.returncode != 0:
         return {b: None for b in settings.batches}
     return {int(k): v for k, v in json.loads(p.stdout).items()}

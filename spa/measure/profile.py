@@ -25,10 +25,12 @@ import time
 from dataclasses import asdict, dataclass
 
 import onnx
+import onnxruntime as ort
 
 from ..errors import ModelError, first_line
 from ..runtime import random_feeds
-from .bench import BenchSettings, Runner, input_specs, make_session, model_name, model_source, session_options
+from .bench import (BenchSettings, Runner, child_env, input_specs, make_session, model_name, model_source,
+                    session_options)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -79,11 +81,9 @@ def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
             path = os.path.abspath(model_source(model))
         req = {"model": path, "settings": {**asdict(settings), "batches": list(settings.batches)},
                "runs": runs, "tmp": tmp}
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = {**os.environ, "CUDA_LAUNCH_BLOCKING": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         p = subprocess.run([sys.executable, "-c", "from spa.measure.profile import _child_main; _child_main()"],
-                           input=json.dumps(req), capture_output=True, text=True, env=env, timeout=3600)
+                           input=json.dumps(req), capture_output=True, text=True,
+                           env=child_env(CUDA_LAUNCH_BLOCKING="1"), timeout=3600)
         if p.returncode != 0:
             why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit code {p.returncode}"
             raise ModelError(f"{model_name(model, 0)}: the CUDA profile failed ({first_line(why, 200)})")
@@ -102,7 +102,6 @@ def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
 def walls(model, settings: BenchSettings, runs: int = 20) -> tuple[float, float]:
     """(median ms per run, median ms to issue a run without its closing synchronisation: on CUDA
     the host's share of the run)."""
-    import onnxruntime as ort
     sess = make_session(model, settings)
     run = Runner(sess, random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed),
                  settings.device)
