@@ -15,7 +15,7 @@ from .edit import (MAX_RATIO, NORMALIZE, TARGET_SLACK, adapt_shapes, apply, fold
                    interface_changes, keep_map, local_plan, sidecar, sidecar_path)
 from .errors import ModelError, NothingToPrune, UsageError, first_line
 from .graph import couple, interface_blocked, oracle_mask, param_count, removed_elements, total_macs
-from .measure.bench import BenchSettings, check_settings
+from .measure.bench import BenchSettings, check_device, check_settings
 from .measure.target import latency_plan
 from .io.growth import growth_note
 from .io import (DataFile, Staged, check_output, check_targets, default_output, full_check, load, load_arrays,
@@ -266,6 +266,7 @@ def _latency_settings(target_latency, ratio, target_macs, kinds, batch, device, 
     settings = BenchSettings(device=device, batches=(batch,), warmup=3, threads=threads or threads_set(),
                              memory=False)
     check_settings(settings)
+    check_device(settings)
     return settings
 
 

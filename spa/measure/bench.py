@@ -225,6 +225,16 @@ def check_settings(s: BenchSettings):
         raise UsageError("--warmup and --threads must be >= 0, --runs >= 1 and --seconds > 0")
 
 
+def check_device(s: BenchSettings):
+    """DeviceError now, not after minutes of work, if CUDA is asked for and cannot run here."""
+    if s.device == "cuda":
+        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "check", [x], [y])
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+        make_session(model, s)
+
+
 def session_options(s: BenchSettings) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # failures reach the user as one-line errors, not as onnxruntime's log

@@ -79,6 +79,7 @@ def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
             onnx.save(model, path)
         else:
             path = os.path.abspath(model_source(model))
+        host, _ = _profiled(path, settings, runs, tmp)  # first: a missing GPU is a DeviceError here
         req = {"model": path, "settings": {**asdict(settings), "batches": list(settings.batches)},
                "runs": runs, "tmp": tmp}
         p = subprocess.run([sys.executable, "-c", "from spa.measure.profile import _child_main; _child_main()"],
@@ -89,7 +90,6 @@ def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
             raise ModelError(f"{model_name(model, 0)}: the CUDA profile failed ({first_line(why, 200)})")
         with open(p.stdout.strip()) as f:
             blocking = json.load(f)
-        host, _ = _profiled(path, settings, runs, tmp)
         wall, issue = walls(path, settings, runs)
     host_us: dict = {}
     for e in host:

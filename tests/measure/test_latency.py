@@ -15,7 +15,7 @@ from spa.edit.plan import CostModel, MacsModel
 from spa.errors import TargetMissed, UsageError
 from spa.graph import couple
 from spa.io import load
-from spa.measure.bench import BenchSettings
+from spa.measure.bench import BenchSettings, DeviceError, check_device
 from spa.measure.latency import _node_of, latency_model
 from spa.measure.explain import issue_line
 from spa.measure.target import CORRECTIONS, Attempt, LatencyReport, _choose, _miss_text, _next_target
@@ -162,3 +162,19 @@ def test_issue_line_names_a_launch_bound_run():
     text = _miss_text(LatencyReport(0.5, "cuda", 8, 1, 2.19, 1.89, (Attempt(0.05, 0.1, 0.861, 0.056),), 0, 1.0,
                                     1.9, 2.0), 0.9)
     assert "launch-bound" in text and "x0.87 or more" in text
+
+
+def test_target_latency_on_a_missing_gpu_fails_before_any_work(net, tmp_path):
+    path, _ = net
+    try:
+        check_device(BenchSettings(device="cuda"))
+    except DeviceError:
+        pass
+    else:
+        pytest.skip("CUDA works here")
+    out = tmp_path / "cuda.onnx"
+    r = CliRunner().invoke(main, ["prune", path, str(out), "--target-latency", "0.5", "--device", "cuda"])
+    assert r.exit_code == 2 and "--device cuda" in r.output and "spa: score" not in r.output
+    assert not out.exists()
+    r = CliRunner().invoke(main, ["bench", "--explain", path, path, "--device", "cuda"])
+    assert r.exit_code == 2 and "--device cuda" in r.output
