@@ -328,7 +328,8 @@ def _fidelity_checks(th, want, got, add, measured, missing):
     figs = [fidelity(k, v, got.get(k)) for k, v in want.items()]
     measured["fidelity"] = [asdict(f) for f in figs]
     for f in figs:
-        tol = (f"atol {f.max_abs:.3e}, rtol {f.max_rel:.3e}" if f.comparable else f.note)
+        tol = (f"atol {f.max_abs:.3e}, rtol {f.max_rel:.3e}" + (f"; {f.note}" if f.note else "")
+               if f.comparable else f.note)
         if th.min_cosine is not None:
             if not f.comparable or math.isnan(f.cosine):
                 add("cosine", False, None, th.min_cosine, f.note or "non-finite outputs", f.name)

@@ -8,6 +8,7 @@ import numpy as np
 from ..results import OutputFidelity
 
 TINY = np.finfo(np.float64).tiny
+NEAR_ZERO = 1e-5  # an original output no larger than this everywhere gets a note: its cosine says little
 
 
 def fidelity(name: str, want: np.ndarray, got: np.ndarray | None, tol: tuple | None = None) -> OutputFidelity:
@@ -42,7 +43,16 @@ def fidelity(name: str, want: np.ndarray, got: np.ndarray | None, tol: tuple | N
     within = None if tol is None else bool(finite and (diff <= tol[0] + tol[1] * np.abs(a)).all())
     top1, top5 = _agreement(want, got)
     return OutputFidelity(name, shape, shape, max_abs, max_rel, float(diff.mean()) if diff.size else 0.0,
-                          _cosine(a, b, finite, max_abs), top1, top5, "" if finite else "non-finite values", within)
+                          _cosine(a, b, finite, max_abs), top1, top5, _note(a, finite), within)
+
+
+def _note(a, finite) -> str:
+    if not finite:
+        return "non-finite values"
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    if peak <= NEAR_ZERO:  # e.g. a detector's probability map on noise: nothing found, every value ~0
+        return f"the original's output is near zero here (max |y| {peak:.1e}): its cosine says little"
+    return ""
 
 
 def _cosine(a, b, finite, max_abs) -> float:

@@ -63,3 +63,10 @@ def test_given_inputs_are_measured_on_cast_and_filtered():
     assert r.verdict.fidelity[0].max_abs == pytest.approx(fidelity(name, want[name], got[name]).max_abs)
     with pytest.raises(spa.UsageError, match="no array for input"):
         spa.prune(model, ratio=0.3, criterion="l2", inputs={"other": x})
+
+
+def test_a_near_zero_original_output_is_noted():
+    want = np.full((2, 1, 8, 8), 4e-7, np.float32)  # a detector's map on noise: nothing found
+    r = fidelity("map", want, np.zeros_like(want))
+    assert r.cosine == 0.0 and "near zero" in r.note and "4.0e-07" in r.note
+    assert fidelity("y", np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)).note == ""
