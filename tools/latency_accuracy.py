@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import spa  # noqa: E402
+from spa.errors import TargetMissed  # noqa: E402
 from spa.measure.bench import BenchSettings, bench  # noqa: E402
 from spa.report import table  # noqa: E402
 
@@ -75,7 +76,11 @@ def run_model(name, args, work):
     variants = []  # (label, kind, setting, model proto, macs reduction)
     for r in args.target_list:
         t = time.perf_counter()
-        res = spa.prune(path, None, target_latency=r, batch=args.batch, **common)
+        try:
+            res = spa.prune(path, None, target_latency=r, batch=args.batch, **common)
+        except TargetMissed as exc:  # nothing to compare at this target
+            log(f"{name}: --target-latency {r}: {exc}")
+            continue
         log(f"{name}: --target-latency {r}: {res.latency.summary()} ({time.perf_counter() - t:.0f} s)")
         variants.append((f"latency {r}", "latency", r, res.model, res.macs_reduction))
     for tm in MACS_GRID:
