@@ -10,7 +10,8 @@
 #       python -c "import sys; sys.path.insert(0, 'tools'); import models_torch; print(models_torch.exported('$m', '/tmp/spa-models'))"
 #       python tools/zoo_format.py strip /tmp/spa-models/$m.onnx .gpu/m/$m.onnx; done
 #   (add held-out models to .gpu/m the same way; they get --target-latency 0.6 at batch 1 and 32)
-# Then run `bash tools/cuda_checks.sh OUT_DIR` there; it writes its figures to OUT_DIR.
+# Then run `bash tools/cuda_checks.sh OUT_DIR` there; it writes its figures to OUT_DIR. None of models/, reports/
+# and docs/ (41 MiB, mostly the weightless zoo) is read there, if the upload must stay small.
 set -u
 out=${1:-cuda-checks}
 mkdir -p "$out"
