@@ -142,3 +142,43 @@ def test_runs_at_none_names_input_shape():
     assert load(_model(nodes, inits, [x], "y", 2), {"x": (1, 3, 7, 7)}).input_shapes == {"x": (1, 3, 7, 7)}
     m = load(_model(nodes, inits, [x], "y", 2), must_run=False)  # analysis: read at ones, with a note
     assert m.input_shapes == {"x": (1, 3, 1, 1)} and "--input-shape" in m.sizes_note
+
+
+def fixed_height():
+    """x [1, 3, H, W] -> Conv k(32, 4) s(32, 4) -> Relu -> Squeeze(height) -> Reshape to
+    Concat([1], [16], Shape[2]) -> Transpose -> MatMul -> y [1, W/4, 10]. It runs at height
+    32 only (the squeezed row must be one), like a text recogniser; its sequence length W/4
+    is the same at widths 32 and 33, so only a larger width shows that it follows W."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 32, 4)).astype(np.float32), "cw"),
+             numpy_helper.from_array(np.array([2], np.int64), "axes"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(np.array([16], np.int64), "c16"),
+             numpy_helper.from_array(np.array(2, np.int64), "i2"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(rng.standard_normal((16, 10)).astype(np.float32), "fw")]
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], name="conv", kernel_shape=[32, 4], strides=[32, 4]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Squeeze", ["r", "axes"], ["q"], name="squeeze"),
+             helper.make_node("Shape", ["q"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "i2"], ["n"], name="length", axis=0),
+             helper.make_node("Unsqueeze", ["n", "zero"], ["nu"], name="unsq"),
+             helper.make_node("Concat", ["one", "c16", "nu"], ["target"], name="target", axis=0),
+             helper.make_node("Reshape", ["q", "target"], ["z"], name="reshape"),
+             helper.make_node("Transpose", ["z"], ["t"], name="tr", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "fw"], ["y"], name="head")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])
+    return _model(nodes, inits, [x], "y", 3)
+
+
+def test_a_fixed_height_model_keeps_following_its_width(tmp_path):
+    """Growing H and W together gives a size the model cannot run (height 96), so each dim is
+    grown alone: without that, the sequence length in the Reshape target was frozen at the
+    load width and the pruned model failed at any other width (PaddleOCR's recogniser)."""
+    src, out = str(tmp_path / "m.onnx"), str(tmp_path / "p.onnx")
+    onnx.save(fixed_height(), src)
+    spa.prune(src, out, ratio=0.25)
+    for width in (64, 100):
+        x = {"x": np.ones((1, 3, 32, width), np.float32)}
+        want, got = run(src, x)["y"], run(out, x)["y"]
+        assert got.shape == want.shape == (1, width // 4, 10)
