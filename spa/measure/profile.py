@@ -57,11 +57,7 @@ def _profiled(model, settings: BenchSettings, runs: int, tmp: str) -> tuple[list
     opts = session_options(settings)
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tmp, "profile")
-    sess = make_session(model, settings, opts)
-    run = Runner(sess, random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed),
-                 settings.device)
-    for _ in range(warmup):
-        run()
+    sess, run = _warm(model, settings, opts)
     t = time.perf_counter()
     for _ in range(runs):
         run()
@@ -90,7 +86,7 @@ def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
             raise ModelError(f"{model_name(model, 0)}: the CUDA profile failed ({first_line(why, 200)})")
         with open(p.stdout.strip()) as f:
             blocking = json.load(f)
-        wall, issue = walls(path, settings, runs)
+        wall, issue = _walls(path, settings, runs)
     host_us: dict = {}
     for e in host:
         host_us[e["name"]] = host_us.get(e["name"], 0.0) + e["dur"] / runs
@@ -99,14 +95,20 @@ def _cuda_profile(model, settings: BenchSettings, runs: int) -> Profile:
     return Profile(blocking, wall, issue)
 
 
-def walls(model, settings: BenchSettings, runs: int = 20) -> tuple[float, float]:
-    """(median ms per run, median ms to issue a run without its closing synchronisation: on CUDA
-    the host's share of the run)."""
-    sess = make_session(model, settings)
+def _warm(model, settings: BenchSettings, opts=None):
+    """(session, Runner at the settings' first batch) after the warm-up (at least one run)."""
+    sess = make_session(model, settings, opts)
     run = Runner(sess, random_feeds(input_specs(sess, settings.batches[0], settings.input_shapes), settings.seed),
                  settings.device)
     for _ in range(max(settings.warmup, 1)):
         run()
+    return sess, run
+
+
+def _walls(model, settings: BenchSettings, runs: int = 20) -> tuple[float, float]:
+    """(median ms per run, median ms to issue a run without its closing synchronisation: on CUDA
+    the host's share of the run)."""
+    sess, run = _warm(model, settings)
     nosync = ort.RunOptions()
     nosync.add_run_config_entry("disable_synchronize_execution_providers", "1")
     issue = []
