@@ -100,7 +100,8 @@ def run_model(name, args, work):
     base = timing.timing(0, args.batch).p50_ms
     rows = []
     for i, (label, kind, setting, model, macs) in enumerate(variants):
-        lat = timing.timing(i + 1, args.batch).p50_ms / base
+        t = timing.timing(i + 1, args.batch)
+        lat = t.paired if t.paired is not None else t.p50_ms / base  # run-by-run ratios: less drift
         rows.append(dict(model=name, plan=kind, setting=setting, latency=lat, macs_reduction=macs, score=score(model)))
         log(json.dumps(rows[-1]))
     macs_points = [(r["latency"], r["score"]) for r in rows if r["plan"] == "macs"]
@@ -117,7 +118,7 @@ def main():
     ap.add_argument("--targets", default="0.5,0.7")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--calib", action="store_true", help="prune with the calibration data (obs, sensitivity, "
                                                          "recovery)")
     ap.add_argument("--json", help="also write the rows here")
@@ -132,7 +133,7 @@ def main():
             f"{r['macs_plan_score']:.2%}" + (" (nearest: beyond the grid)" if r["beyond_grid"] else ""))
            for r in rows]
     print(table(out, ("model", "plan", "setting", "latency x", "MACs cut", "score", "MACs plan at same latency")))
-    print(f"\nbatch {args.batch}, {args.threads} thread(s), p50 of {args.runs} interleaved runs; "
+    print(f"\nbatch {args.batch}, {args.threads} thread(s), median ratio of {args.runs} interleaved rounds; "
           f"{'with calibration data' if args.calib else 'data-free'}; score: top-1 agreement (ImageNet) or "
           "test accuracy (MNIST)")
     if args.json:

@@ -109,7 +109,8 @@ def _out_spaces(node, spaces) -> tuple:
 
 
 def measured_ratio(original, pruned, settings: BenchSettings) -> tuple[float, float, float]:
-    """(pruned / original p50 latency, original ms, pruned ms), timed interleaved by spa.bench."""
+    """(pruned / original latency, original ms, pruned ms p50), timed interleaved by spa.bench:
+    the median ratio of runs made next to each other (bench.paired_ratio), else of the p50s."""
     r = bench([original, pruned], settings)
     a, b = r.timing(0, settings.batches[0]), r.timing(1, settings.batches[0])
-    return b.p50_ms / a.p50_ms, a.p50_ms, b.p50_ms
+    return (b.paired if b.paired is not None else b.p50_ms / a.p50_ms), a.p50_ms, b.p50_ms

@@ -17,7 +17,7 @@ from spa.testing.graphs import Graph
 from tests.io.test_sizes import strided
 from spa.testing.nets import ALL
 from spa.measure.bench import (BenchSettings, DeviceError, bench, bench_text, block_warnings, cpu_block_size, cpu_info,
-                       input_specs, make_session)
+                       input_specs, make_session, paired_ratio)
 from spa.cli import main
 from spa.errors import ModelError, UsageError
 
@@ -50,11 +50,18 @@ def test_bench_two_models_ratios(pair):
     for x in ratios:
         t, b = r.timing(1, x["batch"]), r.timing(0, x["batch"])
         assert x["p50"] == pytest.approx(t.p50_ms / b.p50_ms)
+        assert x["paired"] == t.paired and t.paired > 0 and b.paired is None
     d = json.loads(json.dumps(r.to_dict()))
     assert d["settings"]["batches"] == [1, 2] and d["settings"]["threads"] == 1
     assert {"onnxruntime", "providers", "cpu", "cpu_flags", "nchwc_block"} <= set(d["environment"])
     assert d["environment"]["providers"] == ["CPUExecutionProvider"]
     assert "p50 ratio" in bench_text(r)
+
+
+def test_paired_ratio_pairs_runs_made_together():
+    base, other = [10.0, 20.0, 10.0], [5.0, 10.0, 30.0]  # a slow round halves nothing
+    assert paired_ratio(base, other) == 0.5
+    assert paired_ratio(base, other[:2]) is None  # unequal counts: no pairs
 
 
 def test_bench_seconds_and_modelproto(pair):
