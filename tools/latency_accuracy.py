@@ -2,7 +2,8 @@
 
 For each model, prune with `target_latency=R` for each R, and with `target_macs=T` over a
 grid of T. Every pruned variant and the original are then timed together by spa.bench
-(interleaved, one batch, one thread by default) and scored. The MACs plans' scores are
+(interleaved, one batch, one thread by default; the median ratio of neighbouring runs, averaged
+over --repeat timings: on a 2-core box one timing of the same plan spread by +-3%) and scored. The MACs plans' scores are
 interpolated at each latency plan's measured latency: "at equal measured latency, does the
 latency plan keep at least the accuracy of the MACs plan?" (A latency plan faster than every
 MACs plan gets the fastest one's score, marked "beyond the grid": that favours the MACs plan.)
@@ -96,13 +97,17 @@ def run_model(name, args, work):
         files.append(p)
     settings = BenchSettings(batches=(args.batch,), warmup=3, runs=args.runs, threads=args.threads, memory=False,
                              input_shapes=shapes or {})
-    timing = bench([path] + files, settings)
-    base = timing.timing(0, args.batch).p50_ms
+    lats = np.zeros(len(variants))
+    for _ in range(args.repeat):  # fresh sessions each time: their layout moves a ratio by a few %
+        timing = bench([path] + files, settings)
+        base = timing.timing(0, args.batch).p50_ms
+        for i in range(len(variants)):
+            t = timing.timing(i + 1, args.batch)
+            lats[i] += (t.paired if t.paired is not None else t.p50_ms / base) / args.repeat  # run by run
     rows = []
     for i, (label, kind, setting, model, macs) in enumerate(variants):
-        t = timing.timing(i + 1, args.batch)
-        lat = t.paired if t.paired is not None else t.p50_ms / base  # run-by-run ratios: less drift
-        rows.append(dict(model=name, plan=kind, setting=setting, latency=lat, macs_reduction=macs, score=score(model)))
+        rows.append(dict(model=name, plan=kind, setting=setting, latency=float(lats[i]), macs_reduction=macs,
+                         score=score(model)))
         log(json.dumps(rows[-1]))
     macs_points = [(r["latency"], r["score"]) for r in rows if r["plan"] == "macs"]
     for r in rows:
@@ -119,6 +124,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3, help="timings of all variants, averaged")
     ap.add_argument("--calib", action="store_true", help="prune with the calibration data (obs, sensitivity, "
                                                          "recovery)")
     ap.add_argument("--json", help="also write the rows here")
@@ -133,7 +139,8 @@ def main():
             f"{r['macs_plan_score']:.2%}" + (" (nearest: beyond the grid)" if r["beyond_grid"] else ""))
            for r in rows]
     print(table(out, ("model", "plan", "setting", "latency x", "MACs cut", "score", "MACs plan at same latency")))
-    print(f"\nbatch {args.batch}, {args.threads} thread(s), median ratio of {args.runs} interleaved rounds; "
+    print(f"\nbatch {args.batch}, {args.threads} thread(s), latency: median ratio of {args.runs} interleaved rounds, "
+          f"mean of {args.repeat} timings; "
           f"{'with calibration data' if args.calib else 'data-free'}; score: top-1 agreement (ImageNet) or "
           "test accuracy (MNIST)")
     if args.json:
