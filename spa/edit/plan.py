@@ -139,6 +139,10 @@ class CostModel:
     def reduction(self):
         return 1 - self.total / self.base if self.base else 0.0
 
+    def shares(self) -> list:
+        """Each term's cost now as a share of its full cost (terms in the order given, zero-cost ones left out)."""
+        return [self._op(i) / self.ops[i][0] for i in range(len(self.ops))]
+
     def of_plan(self, plan) -> float:
         """The reduction a whole plan ({group id: channels}) gives, from the start; this model is left as it was."""
         kept, total = dict(self.kept), self.total

@@ -13,14 +13,18 @@ On CUDA the kernels' times are their GPU times (spa.measure.profile).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
+
+from ..edit.plan import CostModel
 from ..graph import node_macs
 from .bench import BenchSettings, bench, cpu_block_size
 from .profile import kernel_events
 
 PROFILE_RUNS = 3  # profiled runs after the warm-up
 MATMUL_KERNELS = ("Conv", "FusedConv", "NchwcConv", "QLinearConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+MIN_SHRINK = 0.1  # a term whose work the probe cuts by less keeps scaling in proportion
 UPSTREAM = 3  # how far a fused Conv/MatMul kernel's named node is searched back for the node with MACs
 
 
@@ -39,7 +43,44 @@ def latency_model(source, cg, settings: BenchSettings, runs=PROFILE_RUNS) -> Lat
     """Profile `source` (path or proto of the model `cg` was built from) at the settings'
     first batch and map its kernels onto `cg`'s nodes and spaces."""
     prof = kernel_events(source, settings, runs)
-    events, wall = prof.events, prof.wall_ms
+    times, kernel_ms, named, blocked = _kernel_times(prof.events, cg, runs)
+    terms = tuple((ms, f) for f, ms in times.items())
+    block = cpu_block_size() if settings.device == "cpu" else None
+    blocks = {s: block for s in blocked} if block else {}
+    return LatencyModel(terms, max(0.0, prof.wall_ms - kernel_ms), blocks, named / kernel_ms if kernel_ms else 0.0,
+                        kernel_ms, prof.wall_ms, prof.issue_ms)
+
+
+def calibrated(lat: LatencyModel, cg, groups, plan, probe, ratio, settings: BenchSettings,
+               runs=PROFILE_RUNS) -> LatencyModel:
+    """`lat` with each term split into a part that scales with its channels and a part that
+    does not, fitted on the profile of `probe` (the original less `plan`, {group id:
+    channels}), whose latency measured `ratio` x the original's: a kernel whose channels
+    shrink to a share s of its work keeps more than s of its time (per-call costs; smaller
+    GEMMs run less efficiently): t(s) = t(1) (c + (1 - c) s), c in [0, 1]. The profile gives
+    how the probe's time splits over its kernels, `ratio` (timed interleaved) its level: two
+    profiles taken one after the other differ by the machine's drift (10% on a 2-core box),
+    which would read as a fixed part in every term. Terms the probe barely shrinks (s > 1 -
+    MIN_SHRINK) stay proportional."""
+    prof = kernel_events(probe, settings, runs)
+    times, _, _, _ = _kernel_times(prof.events, cg, runs)
+    level = ratio * lat.wall_ms / prof.wall_ms if prof.wall_ms else 1.0
+    times = {f: ms * level for f, ms in times.items()}
+    unit = CostModel(cg, groups, [(1.0, f) for _, f in lat.terms], 0.0, lat.blocks)
+    for gid, chans in plan.items():
+        unit.remove(gid, np.asarray(chans, dtype=np.int64))
+    terms, fixed = [], lat.fixed_ms
+    for (ms, f), share in zip(lat.terms, unit.shares()):
+        c = 0.0
+        if share < 1 - MIN_SHRINK and ms > 0:
+            c = min(1.0, max(0.0, (times.get(f, 0.0) / ms - share) / (1 - share)))
+        terms.append((ms * (1 - c), f))
+        fixed += ms * c
+    return replace(lat, terms=tuple(terms), fixed_ms=fixed)
+
+
+def _kernel_times(events, cg, runs) -> tuple:
+    """({factor spaces: ms per run}, kernel ms, ms mapped by name, spaces of NCHWc Convs)."""
     nodes = {n.name: n for n, _, _ in cg.flows if n.name}
     producer = {t.name: n for n, _, _ in cg.flows for t in n.outputs}
     spaces: dict = {}  # tensor name -> its channel spaces
@@ -62,11 +103,7 @@ def latency_model(source, cg, settings: BenchSettings, runs=PROFILE_RUNS) -> Lat
         else:
             factors = _out_spaces(previous, spaces) if previous is not None else ()
         times[factors] = times.get(factors, 0.0) + ms
-    terms = tuple((ms, f) for f, ms in times.items())
-    block = cpu_block_size() if settings.device == "cpu" else None
-    blocks = {s: block for s in blocked} if block else {}
-    return LatencyModel(terms, max(0.0, wall - kernel_ms), blocks, named / kernel_ms if kernel_ms else 0.0,
-                        kernel_ms, wall, prof.issue_ms)
+    return times, kernel_ms, named, blocked
 
 
 def _node_of(name, nodes, producer):

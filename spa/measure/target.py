@@ -1,7 +1,9 @@
 """The plan for `spa prune --target-latency R`: measure, plan on the latency model, bench, correct.
 
 1. Profile the original under the bench settings and build its latency model
-   (spa.measure.latency): what each group's channels cost in ms.
+   (spa.measure.latency): what each group's channels cost in ms. Profile a probe variant
+   too (every group less PROBE of its channels) and split each term into a part that
+   scales with the channels and a part that does not (latency.calibrated).
 2. Plan globally (spa.edit.global_plan with the latency model as the cost): the cheapest
    importance (or measured error) per ms saved goes first, until the predicted latency is R.
 3. Rewrite the plan (no compensation: latency does not depend on weight values) and time it
@@ -23,18 +25,19 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from ..edit import apply, global_plan, keep_map
+from ..edit import apply, global_plan, keep_map, local_plan
 from ..edit.plan import CostModel, MacsModel
 from ..errors import TargetMissed
 from ..graph import removed_elements
 from .bench import BenchSettings
 from .explain import LAUNCH_BOUND
-from .latency import latency_model, measured_ratio
+from .latency import calibrated, latency_model, measured_ratio
 
 TOLERANCE = 0.02  # a measured ratio at most this share under the target ends the corrections
 NOISE = 0.01  # a measured ratio up to this share over the target meets it (spread of paired timings: ~0.5%)
 MISS = 0.05  # a best measured ratio above target x (1 + MISS) is a miss: nothing is written
 CORRECTIONS = 3
+PROBE = 0.5  # share of every group's channels the probe variant (spa.measure.latency.calibrated) removes
 SLOPE = 2.0  # a correction trusts the measured slope (measured / predicted) within this factor of 1
 SECONDS = 2.0  # timing per model and attempt (interleaved), after the warm-up
 RUNS = (5, 60)  # fewest and most timed runs per model and attempt
@@ -106,6 +109,11 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
     timing = replace(settings, seconds=None, runs=runs)
     if round_to == "auto" and lat.blocks:  # whole NCHWc blocks: a step inside one saves no time
         round_to = max(lat.blocks.values())
+    groups = [gr for gr in c.groups if gr.id in scores]
+    probe = local_plan(groups, scores, min(PROBE, max_ratio or PROBE), round_to)
+    if probe:
+        variant = _rewritten(c, probe)
+        lat = calibrated(lat, c.cg, groups, probe, variant, measured_ratio(source, variant, timing)[0], settings)
     macs_terms = MacsModel(c.cg, c.groups)
     cost = (lat.terms, lat.fixed_ms, lat.blocks)
     planned, attempts, found = target, [], []
@@ -113,8 +121,7 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
         plan = global_plan(c.cg, c.groups, scores, round_to, target_macs=1 - planned, normalize=normalize,
                            max_ratio=max_ratio, curves=curves, cost=cost)
         predicted = 1 - _model(c, scores, cost).of_plan(plan)
-        pruned = apply(c.cg.copy(), keep_map(c.cg, removed_elements(c.all, plan)))
-        measured, a_ms, b_ms = measured_ratio(source, pruned, timing)
+        measured, a_ms, b_ms = measured_ratio(source, _rewritten(c, plan), timing)
         attempts.append(Attempt(planned, predicted, measured, 1 - macs_terms.of_plan(plan)))
         found.append((plan, a_ms, b_ms))
         if progress is not None:
@@ -129,6 +136,10 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
     if attempts[best].measured > target * (1 + MISS):
         raise TargetMissed(_miss_text(report, max_ratio))
     return plan, report
+
+
+def _rewritten(c, plan):
+    return apply(c.cg.copy(), keep_map(c.cg, removed_elements(c.all, plan)))
 
 
 def _miss_text(r: LatencyReport, max_ratio) -> str:

@@ -10,13 +10,13 @@ from click.testing import CliRunner
 
 import spa
 from spa.cli import main
-from spa.edit import global_plan
+from spa.edit import apply, global_plan, keep_map, local_plan
 from spa.edit.plan import CostModel, MacsModel
 from spa.errors import TargetMissed, UsageError
-from spa.graph import couple
+from spa.graph import couple, removed_elements
 from spa.io import load
 from spa.measure.bench import BenchSettings, DeviceError, check_device
-from spa.measure.latency import _node_of, latency_model
+from spa.measure.latency import _node_of, calibrated, latency_model
 from spa.measure.explain import issue_line
 from spa.measure.target import CORRECTIONS, SLOPE, Attempt, LatencyReport, _choose, _miss_text, _next_target
 from spa.testing.nets import ALL
@@ -58,6 +58,24 @@ def test_latency_model_terms_cover_the_profile(net):
     y = convs[1].outputs[0].name  # a Conv's kernel scales with its output's (and input's) channels
     assert any((y, 1) in f for _, f in lat.terms)
     assert set(lat.blocks) <= spaces
+
+
+def test_a_probe_splits_each_term_into_scaling_and_fixed_parts(net):
+    path, c = net
+    lat = latency_model(path, c.cg, QUICK)
+    groups = [g for g in c.groups if g.prunable]
+    probe = local_plan(groups, {g.id: np.arange(g.channels, dtype=float) for g in groups}, 0.5, 8)
+    variant = apply(c.cg.copy(), keep_map(c.cg, removed_elements(c.all, probe)))
+    total = sum(ms for ms, _ in lat.terms) + lat.fixed_ms
+
+    def predicted(m):  # the latency ratio m predicts for the probe's plan
+        return 1 - CostModel(c.cg, groups, m.terms, m.fixed_ms, m.blocks).of_plan(probe)
+
+    as_slow = calibrated(lat, c.cg, groups, probe, variant, 1.0, QUICK)  # no faster than the original
+    assert sum(ms for ms, _ in as_slow.terms) + as_slow.fixed_ms == pytest.approx(total)  # the original's time kept
+    assert as_slow.fixed_ms > lat.fixed_ms and predicted(as_slow) > predicted(lat)
+    as_fast = calibrated(lat, c.cg, groups, probe, variant, 1e-3, QUICK)  # faster than its work: stays proportional
+    assert as_fast.terms == lat.terms and as_fast.fixed_ms == lat.fixed_ms
 
 
 def test_cost_model_counts_whole_blocks(net):
