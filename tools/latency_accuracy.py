@@ -84,7 +84,7 @@ def run_model(name, args, work):
             continue
         log(f"{name}: --target-latency {r}: {res.latency.summary()} ({time.perf_counter() - t:.0f} s)")
         variants.append((f"latency {r}", "latency", r, res.model, res.macs_reduction))
-    for tm in MACS_GRID:
+    for tm in args.grid_list:
         t = time.perf_counter()
         res = spa.prune(path, None, target_macs=tm, **common)
         log(f"{name}: --target-macs {tm}: MACs -{res.macs_reduction:.1%} ({time.perf_counter() - t:.0f} s)")
@@ -125,11 +125,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3, help="timings of all variants, averaged")
+    ap.add_argument("--grid", default=",".join(map(str, MACS_GRID)), help="--target-macs plans to compare with")
     ap.add_argument("--calib", action="store_true", help="prune with the calibration data (obs, sensitivity, "
                                                          "recovery)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     args.target_list = [float(t) for t in args.targets.split(",")]
+    args.grid_list = [float(t) for t in args.grid.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="spa-latacc-") as work:
         for name in args.models.split(","):

@@ -2,8 +2,9 @@
 
 1. Profile the original under the bench settings and build its latency model
    (spa.measure.latency): what each group's channels cost in ms. Profile a probe variant
-   too (every group less PROBE of its channels) and split each term into a part that
-   scales with the channels and a part that does not (latency.calibrated).
+   too (every group less PROBE of its channels, timed against the original) and make a
+   share of every term fixed so that the model predicts what the probe measured
+   (latency.calibrated).
 2. Plan globally (spa.edit.global_plan with the latency model as the cost): the cheapest
    importance (or measured error) per ms saved goes first, until the predicted latency is R.
 3. Rewrite the plan (no compensation: latency does not depend on weight values) and time it
@@ -113,7 +114,7 @@ def latency_plan(source, c, scores, target, settings: BenchSettings, round_to, n
     probe = local_plan(groups, scores, min(PROBE, max_ratio or PROBE), round_to)
     if probe:
         variant = _rewritten(c, probe)
-        lat = calibrated(lat, c.cg, groups, probe, variant, measured_ratio(source, variant, timing)[0], settings)
+        lat = calibrated(lat, c.cg, groups, probe, measured_ratio(source, variant, timing)[0])
     macs_terms = MacsModel(c.cg, c.groups)
     cost = (lat.terms, lat.fixed_ms, lat.blocks)
     planned, attempts, found = target, [], []

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 import spa
 from spa.cli import main
-from spa.edit import apply, global_plan, keep_map, local_plan
+from spa.edit import global_plan, local_plan
 from spa.edit.plan import CostModel, MacsModel
 from spa.errors import TargetMissed, UsageError
-from spa.graph import couple, removed_elements
+from spa.graph import couple
 from spa.io import load
 from spa.measure.bench import BenchSettings, DeviceError, check_device
 from spa.measure.latency import _node_of, calibrated, latency_model
@@ -60,21 +60,23 @@ def test_latency_model_terms_cover_the_profile(net):
     assert set(lat.blocks) <= spaces
 
 
-def test_a_probe_splits_each_term_into_scaling_and_fixed_parts(net):
+def test_a_probe_fits_the_share_of_time_that_does_not_scale(net):
     path, c = net
     lat = latency_model(path, c.cg, QUICK)
     groups = [g for g in c.groups if g.prunable]
     probe = local_plan(groups, {g.id: np.arange(g.channels, dtype=float) for g in groups}, 0.5, 8)
-    variant = apply(c.cg.copy(), keep_map(c.cg, removed_elements(c.all, probe)))
     total = sum(ms for ms, _ in lat.terms) + lat.fixed_ms
 
     def predicted(m):  # the latency ratio m predicts for the probe's plan
         return 1 - CostModel(c.cg, groups, m.terms, m.fixed_ms, m.blocks).of_plan(probe)
 
-    as_slow = calibrated(lat, c.cg, groups, probe, variant, 1.0, QUICK)  # no faster than the original
-    assert sum(ms for ms, _ in as_slow.terms) + as_slow.fixed_ms == pytest.approx(total)  # the original's time kept
-    assert as_slow.fixed_ms > lat.fixed_ms and predicted(as_slow) > predicted(lat)
-    as_fast = calibrated(lat, c.cg, groups, probe, variant, 1e-3, QUICK)  # faster than its work: stays proportional
+    ratio = (1 + predicted(lat)) / 2  # the probe measured slower than the model predicted
+    fitted = calibrated(lat, c.cg, groups, probe, ratio)
+    assert sum(ms for ms, _ in fitted.terms) + fitted.fixed_ms == pytest.approx(total)  # the original's time kept
+    assert fitted.fixed_ms > lat.fixed_ms and predicted(fitted) == pytest.approx(ratio)
+    shares = [a / b for (a, _), (b, _) in zip(fitted.terms, lat.terms)]
+    assert max(shares) == pytest.approx(min(shares))  # one share for all: the order of a plan is unchanged
+    as_fast = calibrated(lat, c.cg, groups, probe, predicted(lat) / 2)  # faster than its work: stays proportional
     assert as_fast.terms == lat.terms and as_fast.fixed_ms == lat.fixed_ms
 
 
