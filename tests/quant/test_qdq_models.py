@@ -21,6 +21,18 @@ SCHEMES = {"int8_per_channel": {}, "uint8_per_tensor": {"per_channel": False, "w
 NOISE = {"int8_per_channel": 2.0, "uint8_per_tensor": 3.0}
 
 
+def _vnni() -> bool:
+    """Whether this x86 CPU has VNNI. Without it onnxruntime's int8 x int8 kernels add pairs of
+    products in 16 bits, which saturate: a removed channel then moves its neighbours' sums (the
+    masked original and the pruned model differed by 0.15 on an AVX2 EPYC, at f8cf257 as now)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return True
+    return "avx2" not in flags or "vnni" in flags
+
+
 def rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
@@ -28,6 +40,8 @@ def rms(a, b):
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("net", NETS)
 def test_qdq_model_prunes_and_stays_quantized(net, scheme):
+    if scheme == "int8_per_channel" and not _vnni():
+        pytest.skip("int8 activations x int8 weights saturate in onnxruntime's kernels on x86 without VNNI")
     q = quantize(NETS[net](), **SCHEMES[scheme])
     r = spa.prune(q, ratio=0.3, seed=0)
     assert r.macs_reduction > 0.3
