@@ -1,10 +1,9 @@
 """The plan for `spa prune --target-latency R`: measure, plan on the latency model, bench, correct.
 
 1. Profile the original under the bench settings and build its latency model
-   (spa.measure.latency): what each group's channels cost in ms. Profile a probe variant
-   too (every group less PROBE of its channels, timed against the original) and make a
-   share of every term fixed so that the model predicts what the probe measured
-   (latency.calibrated).
+   (spa.measure.latency): what each group's channels cost in ms. Time a probe variant
+   (every group less PROBE of its channels) against the original and make a share of every
+   term fixed so that the model predicts what the probe measured (latency.calibrated).
 2. Plan globally (spa.edit.global_plan with the latency model as the cost): the cheapest
    importance (or measured error) per ms saved goes first, until the predicted latency is R.
 3. Rewrite the plan (no compensation: latency does not depend on weight values) and time it
