@@ -2,10 +2,11 @@
 
 For each model, prune with `target_latency=R` for each R, and with `target_macs=T` over a
 grid of T. Every pruned variant and the original are then timed together by spa.bench
-(interleaved, one batch, one thread by default; the median ratio of neighbouring runs, averaged
-over --repeat timings: on a 2-core box one timing of the same plan spread by +-3%) and scored. The MACs plans' scores are
-interpolated at each latency plan's measured latency: "at equal measured latency, does the
-latency plan keep at least the accuracy of the MACs plan?" (A latency plan faster than every
+(interleaved, one batch, one thread by default; the median ratio of neighbouring runs,
+averaged over --repeat timings: on a 2-core box one timing of the same plan spread by +-3%)
+and scored. The MACs plans' scores are interpolated at each latency plan's measured latency:
+"at equal measured latency, does the latency plan keep at least the accuracy of the MACs
+plan?" (A latency plan faster than every
 MACs plan gets the fastest one's score, marked "beyond the grid": that favours the MACs plan.)
 
 Models: the ImageNet MobileNetV2 of tools/recover_bench.py (top-1 agreement with the
@@ -100,10 +101,7 @@ def run_model(name, args, work):
     lats = np.zeros(len(variants))
     for _ in range(args.repeat):  # fresh sessions each time: their layout moves a ratio by a few %
         timing = bench([path] + files, settings)
-        base = timing.timing(0, args.batch).p50_ms
-        for i in range(len(variants)):
-            t = timing.timing(i + 1, args.batch)
-            lats[i] += (t.paired if t.paired is not None else t.p50_ms / base) / args.repeat  # run by run
+        lats += [timing.latency_ratio(i + 1, args.batch) / args.repeat for i in range(len(variants))]
     rows = []
     for i, (label, kind, setting, model, macs) in enumerate(variants):
         rows.append(dict(model=name, plan=kind, setting=setting, latency=float(lats[i]), macs_reduction=macs,

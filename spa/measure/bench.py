@@ -89,6 +89,12 @@ class BenchResult:
     def timing(self, model: int, batch: int) -> Timing:
         return next(t for t in self.timings if t.model == self.models[model] and t.batch == batch)
 
+    def latency_ratio(self, model: int, batch: int) -> float:
+        """A later model's latency over the first's: run by run (Timing.paired) where the runs
+        pair up, else the ratio of their p50s."""
+        t = self.timing(model, batch)
+        return t.paired if t.paired is not None else t.p50_ms / self.timing(0, batch).p50_ms
+
     def ratios(self) -> tuple:
         """Each later model against the first, per batch: latency, throughput and memory ratios."""
         out = []

@@ -142,4 +142,4 @@ def measured_ratio(original, pruned, settings: BenchSettings) -> tuple[float, fl
     the median ratio of runs made next to each other (bench.paired_ratio), else of the p50s."""
     r = bench([original, pruned], settings)
     a, b = r.timing(0, settings.batches[0]), r.timing(1, settings.batches[0])
-    return (b.paired if b.paired is not None else b.p50_ms / a.p50_ms), a.p50_ms, b.p50_ms
+    return r.latency_ratio(1, settings.batches[0]), a.p50_ms, b.p50_ms
