@@ -79,11 +79,14 @@ def run(model, feeds, batch=50):
 
 
 # -- models -----------------------------------------------------------------------------------
+SCORED_VIEWS = 200  # photo views the ImageNet models are scored on (tools/latency_accuracy.py --views)
+
+
 def photo_views():
-    """(200 scored views, 256 calibration views): tools/photos.py with seeds 0 and 1; the
-    calibration views drop seed 1's centre crops and their mirrors, which seed 0 also has."""
+    """(SCORED_VIEWS scored views, 256 calibration views): tools/photos.py with seeds 0 and 1;
+    the calibration views drop seed 1's centre crops and their mirrors, which seed 0 also has."""
     from tools.photos import photo_batch
-    x, _ = photo_batch(200, seed=0)
+    x, _ = photo_batch(SCORED_VIEWS, seed=0)
     views, names = photo_batch(300, seed=1)
     fresh = [i for i, n in enumerate(names) if not n.endswith(("#0", "#1"))]  # centre crops are shared
     return x, views[fresh[:256]]

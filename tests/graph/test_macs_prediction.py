@@ -123,3 +123,23 @@ def test_prediction_equals_count_zoo(name):
     model = zoo.fill(onnx.load(os.path.join(zoo.ZOO, "torchvision", f"{name}.onnx")), seed=0)
     predicted, counted = predicted_and_counted(model, 0.3, 0)
     assert round(predicted) == counted
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_auto_target_macs_keeps_counts_on_multiples_of_4(name):
+    """A --target-macs plan under round_to "auto" never ends a group on a count off a
+    multiple of 4 elements that a coarser step would keep (such a count makes onnxruntime's
+    NCHWc kernels skip the Conv reading it: an MNIST VGG pruned so ran no faster)."""
+    from spa.edit import global_plan
+    from spa.edit.plan import channel_step, group_step
+    m = load(ALL[name]())
+    c = couple(m)
+    rng = np.random.default_rng(0)
+    scores = {g.id: rng.random(g.channels) for g in c.groups if g.channels > 1}
+    by_id = {g.id: g for g in c.groups}
+    for target in (0.1, 0.17, 0.25, 0.33, 0.45):
+        plan = global_plan(c.cg, c.groups, scores, "auto", target_macs=target)
+        for gid, chans in plan.items():
+            gr, four = by_id[gid], channel_step(by_id[gid], 4)
+            if group_step(gr, "auto") >= four and gr.channels % four == 0:
+                assert (gr.channels - len(chans)) % four == 0, (target, gid, gr.channels, len(chans))
