@@ -12,8 +12,8 @@ plan?" (A latency plan faster than every
 MACs plan gets the fastest one's score, marked "beyond the grid": that favours the MACs plan.)
 
 Models: the ImageNet MobileNetV2 of tools/recover_bench.py (top-1 agreement with the
-unpruned model on 200 photo views) and the MNIST bench nets of tools/accuracy_bench.py
-(test accuracy on 10k images; trained and cached on first use). With --calib the prunes get
+unpruned model on --views photo views, default 1000) and the MNIST bench nets of
+tools/accuracy_bench.py (test accuracy on 10k images; trained and cached on first use). With --calib the prunes get
 the calibration data (obs scores, measured sensitivity, recovery); without it they are
 data-free (the default criterion).
 

@@ -8,6 +8,7 @@ and list every model whose latency ratio is above its MACs ratio by more than --
 added, channel counts off the NCHWc block.
 
     python tools/zoo_speed.py --target-macs 0.3 [--batch 1] [--only resnet18_ts mobilenet_v2_ts]
+    python tools/zoo_speed.py --target-latency 0.6 --exporter both
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from spa.report import table  # noqa: E402
 from spa.testing import zoo  # noqa: E402
 
 LARGE = ("convnext_large", "convnext_base", "regnet_y_128gf", "regnet_y_32gf", "regnet_y_16gf", "regnet_x_32gf",
-         "regnet_x_16gf", "regnet_y_8gf", "regnet_x_8gf", "vit_", "swin_", "maxvit", "efficientnet_v2_", "efficientnet_b5",
-         "efficientnet_b6", "efficientnet_b7", "vgg", "wide_resnet", "resnext101", "resnet152", "densenet")  # slow to prune and time here (--all)
+         "regnet_x_16gf", "regnet_y_8gf", "regnet_x_8gf", "vit_", "swin_", "maxvit", "efficientnet_v2_",
+         "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "vgg", "wide_resnet", "resnext101", "resnet152",
+         "densenet")  # slow to prune and time here (--all adds them)
 
 
 def main():
@@ -39,6 +41,8 @@ def main():
     goal = ap.add_mutually_exclusive_group()
     goal.add_argument("--ratio", type=float)
     goal.add_argument("--target-macs", type=float)
+    goal.add_argument("--target-latency", type=float, help="planned at --batch and --threads; also lists what "
+                                                             "SPA measured while planning")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=20)
@@ -48,7 +52,12 @@ def main():
     ap.add_argument("--slack", type=float, default=0.15, help="flag latency ratio > MACs ratio + slack")
     ap.add_argument("--json")
     args = ap.parse_args()
-    goal = {"ratio": args.ratio} if args.ratio is not None else {"target_macs": args.target_macs or 0.3}
+    if args.ratio is not None:
+        goal = {"ratio": args.ratio}
+    elif args.target_latency is not None:
+        goal = {"target_latency": args.target_latency, "batch": args.batch, "threads": args.threads}
+    else:
+        goal = {"target_macs": args.target_macs or 0.3}
     paths = sorted(glob.glob(os.path.join(zoo.ZOO, "torchvision", "*.onnx")))
     if args.only:
         paths = [p for p in paths if os.path.basename(p)[:-5] in args.only]
@@ -63,23 +72,27 @@ def main():
         t = time.perf_counter()
         try:
             res = spa.prune(model, None, verify=False, **goal)
-        except spa.SpaError as exc:
+        except spa.SpaError as exc:  # TargetMissed among them: a row without a pruned model
             print(f"{name}: {exc}", file=sys.stderr)
+            out.append((name, "", "", "", "", f"{type(exc).__name__}: {str(exc)[:120]}"))
             continue
         seconds = time.perf_counter() - t
         ratio = bench([model, res.model], settings).latency_ratio(1, args.batch)
         macs = 1 - res.macs_reduction
-        row = dict(model=name, macs=macs, latency=ratio, prune_s=seconds)
+        row = dict(model=name, macs=macs, latency=ratio, prune_s=seconds,
+                   planned=res.latency.measured if res.latency is not None else None)
         if ratio > macs + args.slack:
             e = explain([model, res.model], settings)
             row.update(shrank_least=e.shrank_least, reorders=list(e.reorders), off_block=len(e.off_block),
                        lagging=[k.kind for k in e.lagging])
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-        out.append((name, f"{macs:.3f}", f"{ratio:.3f}", "" if "reorders" not in row else
+        out.append((name, f"{macs:.3f}", f"{ratio:.3f}", "" if row["planned"] is None else f"{row['planned']:.3f}",
+                    f"{seconds:.1f}", "" if "reorders" not in row else
                     f"shrank least: {row['shrank_least']}; reorders {row['reorders'][0]} -> {row['reorders'][1]}; "
                     f"{row['off_block']} counts off the block"))
-    print(table(out, ("model", "MACs x", "latency x", "explanation (latency > MACs + slack)")))
+    print(table(out, ("model", "MACs x", "latency x", "SPA measured", "prune s",
+                      "explanation (latency > MACs + slack)")))
     flagged = sum("reorders" in r for r in rows)
     print(f"\n{flagged} of {len(rows)} over MACs x + {args.slack:g}; batch {args.batch}, {args.threads} thread(s), "
           f"{args.runs} interleaved runs, {goal}")
