@@ -8,14 +8,14 @@ box one timing of the same plan spread by +-3%), and scored. (All variants in on
 robin read ratios up to 8% lower than two models alone: each model then runs with cold
 caches.) The MACs plans' scores are interpolated at each latency plan's measured latency:
 "at equal measured latency, does the latency plan keep at least the accuracy of the MACs
-plan?" (A latency plan faster than every
-MACs plan gets the fastest one's score, marked "beyond the grid": that favours the MACs plan.)
+plan?" (A latency plan faster than every MACs plan gets the fastest one's score, marked
+"beyond the grid": that favours the MACs plan.)
 
 Models: the ImageNet MobileNetV2 of tools/recover_bench.py (top-1 agreement with the
 unpruned model on --views photo views, default 1000) and the MNIST bench nets of
-tools/accuracy_bench.py (test accuracy on 10k images; trained and cached on first use). With --calib the prunes get
-the calibration data (obs scores, measured sensitivity, recovery); without it they are
-data-free (the default criterion).
+tools/accuracy_bench.py (test accuracy on 10k images; trained and cached on first use).
+With --calib the prunes get the calibration data (obs scores, measured sensitivity,
+recovery); without it they are data-free (the default criterion).
 
     python tools/latency_accuracy.py --models mobilenetv2 --targets 0.5,0.7 [--calib]
     python tools/latency_accuracy.py --models resnet,vgg,mobilenet,vit --targets 0.5,0.7

@@ -80,14 +80,14 @@ def main():
         ratio = bench([model, res.model], settings).latency_ratio(1, args.batch)
         macs = 1 - res.macs_reduction
         row = dict(model=name, macs=macs, latency=ratio, prune_s=seconds,
-                   planned=res.latency.measured if res.latency is not None else None)
+                   spa_measured=res.latency.measured if res.latency is not None else None)
         if ratio > macs + args.slack:
             e = explain([model, res.model], settings)
             row.update(shrank_least=e.shrank_least, reorders=list(e.reorders), off_block=len(e.off_block),
                        lagging=[k.kind for k in e.lagging])
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-        out.append((name, f"{macs:.3f}", f"{ratio:.3f}", "" if row["planned"] is None else f"{row['planned']:.3f}",
+        out.append((name, f"{macs:.3f}", f"{ratio:.3f}", "" if row["spa_measured"] is None else f"{row['spa_measured']:.3f}",
                     f"{seconds:.1f}", "" if "reorders" not in row else
                     f"shrank least: {row['shrank_least']}; reorders {row['reorders'][0]} -> {row['reorders'][1]}; "
                     f"{row['off_block']} counts off the block"))

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import spa
-from spa.edit import apply, keep_map, local_plan
-from spa.edit.plan import MacsModel
+from spa.edit import apply, global_plan, keep_map, local_plan
+from spa.edit.plan import MacsModel, channel_step, group_step
 from spa.graph import couple, removed_elements, total_macs
 from spa.io import load
 from spa.rules import Ctx
@@ -130,8 +130,6 @@ def test_auto_target_macs_keeps_counts_on_multiples_of_4(name):
     """A --target-macs plan under round_to "auto" never ends a group on a count off a
     multiple of 4 elements that a coarser step would keep (such a count makes onnxruntime's
     NCHWc kernels skip the Conv reading it: an MNIST VGG pruned so ran no faster)."""
-    from spa.edit import global_plan
-    from spa.edit.plan import channel_step, group_step
     m = load(ALL[name]())
     c = couple(m)
     rng = np.random.default_rng(0)
